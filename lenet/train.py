@@ -8,13 +8,13 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .data import CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION, CIFAR10, train_validation_split
+from .data import CIFAR10, CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION, train_validation_split
 from .model import LeNet5
 
 NORMALIZATIONS = {"walkthrough": WALKTHROUGH_NORMALIZATION, "cifar10": CIFAR10_NORMALIZATION}
