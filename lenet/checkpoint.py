@@ -21,7 +21,8 @@ class CheckpointError(Exception):
 def versions() -> dict:
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    # str(): torch.__version__ is a TorchVersion, which weights_only loading (rightly) refuses to unpickle.
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 
 def atomic_write(path: Path, write) -> None:
@@ -62,10 +63,18 @@ def load_checkpoint(path) -> dict:
         # weights_only refuses any pickle that would import or call code.
         entry = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every failure here means "not a usable checkpoint"
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable LeNet-5 checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable LeNet-5 checkpoint ({_reason(error)})") from None
     validate(entry, path)
     return entry
+
+
+def _reason(error: Exception) -> str:
+    """One short line out of torch.load's long messages; a refused pickle says what it tried to load."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            return "refused: it holds code or objects other than weights; " + line.split(":", 1)[-1].split(" was not")[0].strip()
+    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def validate(entry, path) -> None:
