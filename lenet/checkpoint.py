@@ -3,6 +3,7 @@
 import math
 import os
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -69,12 +70,20 @@ def load_checkpoint(path) -> dict:
 
 
 def _reason(error: Exception) -> str:
-    """One short line out of torch.load's long messages; a refused pickle says what it tried to load."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return "refused: it holds code or objects other than weights; " + line.split(":", 1)[-1].split(" was not")[0].strip()
+    """One short line out of torch.load's long messages; a refused pickle says what it tried to load.
+
+    torch's own advice (re-run with weights_only=False) is dropped: for a file that failed here it is the unsafe thing to do.
+    """
+    text = str(error)
+    # torch < 2.6: "Unsupported global: GLOBAL posix.system was not ..."; later: "... unsupported GLOBAL posix.system whose ..."
+    code = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
+    if code:
+        return f"refused: it holds code or objects other than weights ({code.group(1)})"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().lower().startswith(_TORCH_ADVICE)]
     return (lines[0] if lines else type(error).__name__)[:200]
+
+
+_TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation")
 
 
 def validate(entry, path) -> None:
@@ -111,3 +120,8 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[LeNet5, dict]:
     model = LeNet5()
     model.load_state_dict(entry["model"])
     return model.to(device).eval(), entry["meta"]
+
+
+def default_checkpoint() -> Path:
+    """The shipped pretrained model, unless LENET_CHECKPOINT names another."""
+    return Path(os.environ.get("LENET_CHECKPOINT") or Path(__file__).resolve().parent.parent / "assets" / "lenet5-cifar10.pt")
