@@ -4,6 +4,7 @@ import math
 import os
 import platform
 import re
+import threading
 from pathlib import Path
 
 import torch
@@ -30,7 +31,8 @@ def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename over path: readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # Unique per process and thread: two writers of one file must not share (and truncate) one temporary.
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -69,11 +71,12 @@ def load_checkpoint(path) -> dict:
     return entry
 
 
-def _reason(error: Exception) -> str:
-    """One short line out of torch.load's long messages; a refused pickle says what it tried to load.
+# Lines of torch.load's messages that are advice, not reason; one says to load with weights_only=False.
+_TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation")
 
-    torch's own advice (re-run with weights_only=False) is dropped: for a file that failed here it is the unsafe thing to do.
-    """
+
+def _reason(error: Exception) -> str:
+    """One short line out of torch.load's long messages; a refused pickle says what it tried to load."""
     text = str(error)
     # torch < 2.6: "Unsupported global: GLOBAL posix.system was not ..."; later: "... unsupported GLOBAL posix.system whose ..."
     code = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
@@ -81,9 +84,6 @@ def _reason(error: Exception) -> str:
         return f"refused: it holds code or objects other than weights ({code.group(1)})"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().lower().startswith(_TORCH_ADVICE)]
     return (lines[0] if lines else type(error).__name__)[:200]
-
-
-_TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation")
 
 
 def validate(entry, path) -> None:

@@ -81,10 +81,12 @@ def _now() -> str:
 
 
 def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False  # 0 and -1 would signal a whole process group, or every process, and so always "succeed"
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
         return True
-    except (OSError, ValueError, TypeError):
+    except (OSError, OverflowError):
         return False
 
 
@@ -190,8 +192,11 @@ class RunRegistry:
     def _launch(self, snapshot: RunSnapshot, config: TrainConfig, resume: dict | None) -> None:
         active = _ActiveRun(snapshot)
         active.thread = threading.Thread(target=self._train, args=(active, config, resume), name=f"train-{snapshot.id}", daemon=True)
+        try:
+            self._flush(active, force=True)
+        except OSError as error:
+            raise RunError(f"cannot write to the run folder {snapshot.folder}: {error.strerror or error}") from None
         self._active = active
-        self._flush(active, force=True)
         active.thread.start()
 
     # -- the training thread ---------------------------------------------------------------------
@@ -292,15 +297,33 @@ class RunRegistry:
 
     def _read(self, folder: Path) -> RunSnapshot:
         config = read_json(folder / "config.json")
-        if not isinstance(config, dict) or "config" not in config:
+        if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
             raise RunError(f"{folder}: not a run folder (config.json missing or unreadable)")
-        status = read_json(folder / "status.json", {}) or {}
-        metrics = read_json(folder / "metrics.json", {}) or {}
-        state = status.get("state", INTERRUPTED)
+        # Status and metrics may be damaged (edited by hand, from another version): what is not as written reads as absent.
+        status, metrics = _dict(read_json(folder / "status.json")), _dict(read_json(folder / "metrics.json"))
+        state = status.get("state")
+        if state not in (FINISHED, STOPPED, FAILED, *LIVE_STATES):
+            state = INTERRUPTED
         if state in LIVE_STATES:
             # Live in another process that is still beating, or interrupted (killed, crashed, restarted).
-            fresh = time.time() - status.get("updated", 0) < STALE_AFTER_SECONDS
+            updated = status.get("updated")
+            fresh = isinstance(updated, (int, float)) and time.time() - updated < STALE_AFTER_SECONDS
             if status.get("pid") == os.getpid() or not (_pid_alive(status.get("pid")) and fresh):
                 state = INTERRUPTED
-        return RunSnapshot(folder.name, folder, state, config["config"], config.get("created", ""), metrics.get("steps", []),
-                           metrics.get("epochs", []), status.get("progress", {}), status.get("error"), status.get("test_accuracy"))
+        error, accuracy = status.get("error"), status.get("test_accuracy")
+        created = config.get("created")
+        return RunSnapshot(folder.name, folder, state, config["config"], created if isinstance(created, str) else "",
+                           _events(metrics.get("steps")), _events(metrics.get("epochs")), _dict(status.get("progress")),
+                           error if isinstance(error, str) else None,
+                           accuracy if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else None)
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _events(value) -> list[dict]:
+    """Step or epoch events as written: dicts with a whole step number; anything else is dropped."""
+    if not isinstance(value, list):
+        return []
+    return [e for e in value if isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e.get("step"), bool)]

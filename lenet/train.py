@@ -239,11 +239,14 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     log_every = config.log_every or max(1, round(steps_per_epoch / 100))
     step, elapsed_before = 0, 0.0
+    running_loss, running_count = torch.zeros((), device=device), 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["training"]["optimizer"])
         step = resume["training"]["step"]
         elapsed_before = resume["training"].get("train_seconds", 0.0)
+        running_loss += resume["training"].get("running_loss", 0.0)
+        running_count = resume["training"].get("running_count", 0)
     publish({"event": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "train_images": n,
              "device": str(device), "threads": torch.get_num_threads(), "resumed_at_step": step})
 
@@ -251,14 +254,16 @@ def train(
     test_accuracy, stopped = None, False
     started = time.perf_counter()
     seen_since_start = 0
-    running_loss, running_count = torch.zeros((), device=device), 0
 
     def train_seconds() -> float:
         return elapsed_before + train_clock
 
     def save(reason: str) -> None:
         if on_checkpoint is not None:
-            on_checkpoint(model.state_dict(), {"optimizer": optimizer.state_dict(), "step": step, "train_seconds": train_seconds()},
+            # The running loss goes along, so a resumed run reports exactly the losses an unbroken one would.
+            training = {"optimizer": optimizer.state_dict(), "step": step, "train_seconds": train_seconds(),
+                        "running_loss": running_loss.item(), "running_count": running_count}
+            on_checkpoint(model.state_dict(), training,
                           {"epoch": step / steps_per_epoch, "step": step, "test_accuracy": test_accuracy, "reason": reason})
 
     train_clock, eval_clock = 0.0, 0.0

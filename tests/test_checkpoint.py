@@ -1,0 +1,365 @@
+"""Checkpoints: they round-trip, never run code when read, refuse anything that is not LeNet-5 on CIFAR-10, and are written atomically."""
+
+import os
+import pickle
+import threading
+
+import pytest
+import torch
+
+from lenet.checkpoint import (
+    FORMAT,
+    MAX_CHECKPOINT_BYTES,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from lenet.data import CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION
+from lenet.model import LeNet5
+from lenet.train import make_optimizer, normalize, predict_logits, preset
+
+
+def _trained(cifar, steps: int = 5):
+    """A LeNet-5 after a few real SGD steps on CIFAR-10 images, and its optimizer (with momentum buffers)."""
+    torch.manual_seed(0)
+    model = LeNet5()
+    config = preset("quick")
+    optimizer = make_optimizer(config, model)
+    for i in range(steps):
+        images = cifar.train.images[i * 32 : (i + 1) * 32]
+        labels = cifar.train.labels[i * 32 : (i + 1) * 32]
+        loss = torch.nn.functional.cross_entropy(model(normalize(images, CIFAR10_NORMALIZATION)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), optimizer
+
+
+def _save(path, state=None, **meta):
+    meta.setdefault("normalization", WALKTHROUGH_NORMALIZATION)
+    save_checkpoint(path, state if state is not None else LeNet5().state_dict(), meta)
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    """The machine is shared: one thread is faster than two that fight, and the results are the same."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    return _save(tmp_path / "good.pt")
+
+
+# -- round trip ----------------------------------------------------------------------------------------------
+
+
+def test_round_trip_gives_the_same_outputs_on_real_test_images_and_keeps_the_metadata(tmp_path, cifar, one_thread):
+    model, optimizer = _trained(cifar)
+    path = tmp_path / "run" / "model.pt"  # the folder does not exist yet
+    recipe = preset("quick").to_dict()
+    save_checkpoint(path, model.state_dict(), {"normalization": CIFAR10_NORMALIZATION, "recipe": recipe, "metrics": {"step": 5}},
+                    {"optimizer": optimizer.state_dict(), "step": 5, "train_seconds": 1.5})
+
+    loaded, meta = load_model(path)
+    images = cifar.test.images[::50]  # 200 real test images, every class
+    expected = predict_logits(model, images, CIFAR10_NORMALIZATION)
+    assert torch.equal(predict_logits(loaded, images, meta["normalization"]), expected)
+    assert not loaded.training
+
+    assert meta["classes"] == list(CLASSES)
+    assert meta["normalization"] == CIFAR10_NORMALIZATION
+    assert meta["recipe"] == recipe and meta["metrics"] == {"step": 5}
+    assert set(meta["versions"]) == {"python", "torch", "torchvision"}
+    assert all(type(v) is str and v for v in meta["versions"].values())  # plain strings, not TorchVersion objects
+    assert meta["versions"]["torch"] == str(torch.__version__)
+
+    entry = load_checkpoint(path)
+    assert entry["format"] == FORMAT
+    assert entry["training"]["step"] == 5
+    restored = make_optimizer(preset("quick"), LeNet5())
+    restored.load_state_dict(entry["training"]["optimizer"])  # the momentum buffers come back too
+    buffers = [s["momentum_buffer"] for s in entry["training"]["optimizer"]["state"].values()]
+    assert len(buffers) == 10 and all(torch.isfinite(b).all() and b.abs().sum() > 0 for b in buffers)
+
+
+# -- loading never executes code -----------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _malicious_entry(marker):
+    """A checkpoint that looks right on the outside, with code hidden in its metadata."""
+    return {"format": FORMAT, "model": LeNet5().state_dict(),
+            "meta": {"classes": list(CLASSES), "normalization": WALKTHROUGH_NORMALIZATION, "note": _Payload(f"touch {marker}")}}
+
+
+WRITERS = {
+    "torch.save": lambda entry, path: torch.save(entry, path),
+    "torch.save legacy": lambda entry, path: torch.save(entry, path, _use_new_zipfile_serialization=False),
+    "pickle": lambda entry, path: path.write_bytes(pickle.dumps(entry)),
+    "bare payload": lambda entry, path: path.write_bytes(pickle.dumps(entry["meta"]["note"])),
+}
+
+
+def test_the_malicious_payload_is_real(tmp_path):
+    # The control for the test below: an ordinary unpickling of the very same file does run the command.
+    marker = tmp_path / "control-ran"
+    path = tmp_path / "evil.pt"
+    WRITERS["torch.save"](_malicious_entry(marker), path)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's remark on the plain pickles
+@pytest.mark.parametrize("writer", WRITERS)
+def test_loading_a_malicious_checkpoint_refuses_it_without_running_anything(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pt"
+    WRITERS[writer](_malicious_entry(marker), path)
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(CheckpointError) as caught:
+            load(path)
+        assert str(path) in str(caught.value)
+    assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_refused_pickle_says_why_in_one_line_and_never_advises_the_unsafe_load(tmp_path, writer):
+    path = tmp_path / "model.pt"
+    WRITERS[writer](_malicious_entry(tmp_path / "pwned"), path)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400
+    assert "weights_only" not in message and "False" not in message  # torch's advice to load it unsafely is not passed on
+    if writer.startswith("torch.save"):
+        assert "code" in message and "system" in message  # names what it tried to load
+
+
+# -- everything that is not LeNet-5 on CIFAR-10 --------------------------------------------------------------
+
+
+def _other_architecture():
+    state = LeNet5().state_dict()
+    state["conv1.weight"], state["conv1.bias"] = torch.randn(12, 3, 5, 5), torch.randn(12)
+    state["conv2.weight"] = torch.randn(16, 12, 5, 5)
+    return state
+
+
+def _nan_weights():
+    state = LeNet5().state_dict()
+    state["fc2.weight"][3, 7] = float("nan")
+    return state
+
+
+def _inf_bias():
+    state = LeNet5().state_dict()
+    state["conv2.bias"][0] = float("inf")
+    return state
+
+
+def _extra_layer():
+    return {**LeNet5().state_dict(), "fc4.weight": torch.zeros(10, 10)}
+
+
+def _missing_layer():
+    state = LeNet5().state_dict()
+    del state["fc3.bias"]
+    return state
+
+
+def _eleven_classes():
+    return LeNet5(num_classes=11).state_dict()
+
+
+BAD_WEIGHTS = {
+    "conv1 with 12 channels": (_other_architecture, "conv1.weight"),
+    "eleven outputs": (_eleven_classes, "fc3"),
+    "NaN weights": (_nan_weights, "fc2.weight.*NaN"),
+    "infinite bias": (_inf_bias, "conv2.bias"),
+    "an extra layer": (_extra_layer, "fc4.weight"),
+    "a missing layer": (_missing_layer, "fc3.bias"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_WEIGHTS)
+def test_weights_that_are_not_lenet5s_are_refused(tmp_path, case):
+    make, complaint = BAD_WEIGHTS[case]
+    path = _save(tmp_path / "model.pt", make())
+    with pytest.raises(CheckpointError, match=complaint) as caught:
+        load_model(path)
+    assert str(path) in str(caught.value)
+
+
+BAD_META = {
+    "other classes": ({"classes": ["cat", "dog"]}, "classes"),
+    "reordered classes": ({"classes": list(reversed(CLASSES))}, "classes"),
+    "no normalization": ({"normalization": None}, "normalization"),
+    "two channels": ({"normalization": {"mean": [0.5, 0.5], "std": [0.5, 0.5]}}, "normalization"),
+    "zero std": ({"normalization": {"mean": [0.5] * 3, "std": [0.5, 0.0, 0.5]}}, "normalization"),
+    "negative std": ({"normalization": {"mean": [0.5] * 3, "std": [0.5, -0.5, 0.5]}}, "normalization"),
+    "NaN mean": ({"normalization": {"mean": [0.5, float("nan"), 0.5], "std": [0.5] * 3}}, "normalization"),
+    "strings": ({"normalization": {"mean": ["0.5"] * 3, "std": [0.5] * 3}}, "normalization"),
+    "no std": ({"normalization": {"mean": [0.5] * 3}}, "normalization"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_META)
+def test_metadata_for_other_classes_or_without_a_sound_normalization_is_refused(tmp_path, case):
+    meta, complaint = BAD_META[case]
+    path = _save(tmp_path / "model.pt", **meta)
+    with pytest.raises(CheckpointError, match=complaint) as caught:
+        load_model(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_missing_normalization_key_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, LeNet5().state_dict(), {})
+    with pytest.raises(CheckpointError, match="normalization"):
+        load_checkpoint(path)
+
+
+def test_other_torch_files_are_refused(tmp_path):
+    cases = {
+        "bare-state-dict.pt": LeNet5().state_dict(),  # what torch.save(model.state_dict()) gives: no format, no metadata
+        "other-format.pt": {"format": "resnet/1", "model": LeNet5().state_dict(), "meta": {}},
+        "no-meta.pt": {"format": FORMAT, "model": LeNet5().state_dict()},
+        "a-list.pt": [1, 2, 3],
+        "a-tensor.pt": torch.zeros(3),
+        "string-weights.pt": {"format": FORMAT, "model": {k: "x" for k in LeNet5().state_dict()},
+                              "meta": {"classes": list(CLASSES), "normalization": WALKTHROUGH_NORMALIZATION}},
+    }
+    for name, value in cases.items():
+        path = tmp_path / name
+        torch.save(value, path)
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(path)
+        assert str(path) in str(caught.value), name
+
+
+def _truncated(good, path):
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _too_large(good, path):
+    with open(path, "wb") as f:
+        f.write(good.read_bytes())
+        f.truncate(MAX_CHECKPOINT_BYTES + 1)  # sparse: costs no disk
+
+
+NOT_CHECKPOINTS = {
+    "truncated": (_truncated, "not a readable"),
+    "text": (lambda good, path: path.write_text("just some notes, not weights\n"), "not a readable"),
+    "random bytes": (lambda good, path: path.write_bytes(os.urandom(5000)), "not a readable"),
+    "empty": (lambda good, path: path.write_bytes(b""), "not a readable"),
+    "missing": (lambda good, path: None, "no such"),
+    "a folder": (lambda good, path: path.mkdir(), "no such"),
+    "too large": (_too_large, "too large"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_CHECKPOINTS)
+def test_files_that_are_not_checkpoints_are_refused_with_their_path(tmp_path, good_checkpoint, case):
+    make, complaint = NOT_CHECKPOINTS[case]
+    path = tmp_path / "suspect.pt"
+    make(good_checkpoint, path)
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=complaint) as caught:
+            load(path)
+        message = str(caught.value)
+        assert str(path) in message and "\n" not in message and len(message) < 500
+
+
+def test_the_good_checkpoint_those_are_made_from_loads(good_checkpoint):
+    # The control for the test above: the same file, untouched, is a checkpoint.
+    model, meta = load_model(good_checkpoint)
+    assert isinstance(model, LeNet5) and meta["normalization"] == WALKTHROUGH_NORMALIZATION
+
+
+# -- atomic writes -------------------------------------------------------------------------------------------
+
+
+def test_atomic_write_leaves_only_the_target(tmp_path):
+    target = tmp_path / "sub" / "status.json"
+    atomic_write(target, lambda tmp: tmp.write_text("one"))
+    atomic_write(target, lambda tmp: tmp.write_text("two"))
+    assert target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["status.json"]
+
+
+@pytest.mark.parametrize("wrote_before_failing", [False, True])
+def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path, wrote_before_failing):
+    target = tmp_path / "metrics.json"
+    target.write_text("old content")
+
+    def writer(tmp):
+        if wrote_before_failing:
+            tmp.write_text("half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, writer)
+    assert target.read_text() == "old content"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_failing_first_write_creates_nothing(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(ValueError):
+        atomic_write(target, lambda tmp: (tmp.write_bytes(b"partial"), int("not a number")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_checkpoint_that_fails_keeps_the_previous_checkpoint(tmp_path, good_checkpoint):
+    before = good_checkpoint.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - torch refuses to pickle a lambda; which error does not matter
+        save_checkpoint(good_checkpoint, LeNet5().state_dict(), {"normalization": WALKTHROUGH_NORMALIZATION, "bad": lambda: 0})
+    assert good_checkpoint.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [good_checkpoint.name]
+    load_model(good_checkpoint)
+
+
+def test_threads_writing_one_file_at_once_never_leave_it_half_written(tmp_path):
+    # A server writes from several threads (status from a training thread, exports from sessions).
+    target = tmp_path / "shared.txt"
+    contents = [str(i) * 200_000 for i in range(8)]  # each large enough that a write is not instant
+    errors = []
+
+    def write_many(text):
+        try:
+            for _ in range(5):
+                atomic_write(target, lambda tmp: tmp.write_text(text))
+        except Exception as error:  # noqa: BLE001 - collected and reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write_many, args=(c,)) for c in contents]
+    for t in threads:
+        t.start()
+    seen = set()
+    while any(t.is_alive() for t in threads):
+        if target.exists():
+            seen.add(target.read_text())
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert target.read_text() in contents
+    assert seen <= set(contents)  # readers only ever saw one whole content
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.txt"]
