@@ -20,16 +20,15 @@ class Evaluation:
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "per_class": self.per_class, "confusion": self.confusion, "images": len(self.labels)}
 
-    def mistakes(self, true: int | None = None, predicted: int | None = None) -> torch.Tensor:
-        """Indices of wrongly classified images (optionally of one true/predicted pair), most confident first."""
-        mask = self.predicted != self.labels
+    def select(self, true: int | None = None, predicted: int | None = None, mistakes_only: bool = True) -> torch.Tensor:
+        """Indices of test images of a true and a predicted class (None: any), optionally mistakes only, most confident first."""
+        mask = self.predicted != self.labels if mistakes_only else torch.ones_like(self.labels, dtype=torch.bool)
         if true is not None:
             mask &= self.labels == true
         if predicted is not None:
             mask &= self.predicted == predicted
         indices = mask.nonzero().flatten()
         return indices[self.confidence[indices].argsort(descending=True)]
-
 
 def evaluate(model: torch.nn.Module, split: Split, normalization: dict) -> Evaluation:
     probabilities = predict_logits(model, split.images, normalization).softmax(1).cpu()

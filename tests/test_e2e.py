@@ -1,0 +1,182 @@
+"""The app in a real Chromium against a real `streamlit run app.py`, on the real CIFAR-10.
+
+The tests run in file order on one server: the first trains a short run through the Train page, and the
+others use that run's checkpoint (the server is pointed at a missing pretrained checkpoint, so nothing else
+is there). Screenshots of every page go to test-artifacts/screenshots/.
+"""
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+PAGES = {"overview": "", "dataset": "dataset", "model": "model", "train": "train", "evaluate": "evaluate", "classify": "classify"}
+TIMEOUT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, cifar_dir):
+    """`streamlit run app.py` on a free port, with fresh runs and no pretrained checkpoint; killed at the end."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    env = {**os.environ, "LENET_DATA": str(cifar_dir), "LENET_RUNS": str(tmp / "runs"), "LENET_CHECKPOINT": str(tmp / "no-such.pt")}
+    log = open(tmp / "streamlit.log", "w")  # noqa: SIM115 - closed below, after the server
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+               "--browser.gatherUsageStats", "false"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests"
+        if os.environ.get("LENET_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (LENET_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+
+
+def open_page(page, server: str, name: str, ready: str) -> None:
+    """Go to a page and wait until the text `ready` shows, i.e. the script got that far."""
+    page.goto(f"{server}/{PAGES[name]}")
+    page.get_by_text(ready, exact=False).first.wait_for()
+
+
+def assert_no_errors(page, allowed: str | None = None) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').all_inner_texts()
+    errors = [text for text in page.locator('[data-testid="stAlertContentError"]').all_inner_texts() if not (allowed and allowed in text)]
+    assert errors == []
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page: the viewport is stretched to the main area's height first (it scrolls inside the page)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1600, "height": max(1000, min(height, 8000))})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1600, "height": 1000})
+
+
+def test_a_training_run_updates_live_and_stops(page, server):
+    open_page(page, server, "train", "Start training")
+    page.get_by_role("spinbutton", name="Training images").fill("5000")
+    page.get_by_role("spinbutton", name="Epochs").fill("8")
+    page.get_by_role("spinbutton", name="Epochs").press("Tab")
+    page.get_by_role("button", name="Start training").click()
+
+    progress = page.locator('[data-testid="stProgress"]')
+    # The first steps (the server may still be decoding CIFAR-10 into its cache when nothing else did it first).
+    page.get_by_text(re.compile(r"step [\d,]+ of [\d,]+ · [\d,]+ images/s")).wait_for(timeout=240_000)
+    first = progress.inner_text()
+    page.locator('[data-testid="stVegaLiteChart"]').nth(1).wait_for()  # the loss curve and the accuracy curve
+    page.wait_for_function(
+        "first => document.querySelector('[data-testid=\"stProgress\"]').innerText !== first", arg=first, timeout=15_000
+    )  # no click: the fragment redraws it
+    assert progress.inner_text() != first
+    page.get_by_text(re.compile(r"Epoch [34] of 8")).wait_for(timeout=30_000)  # a few epochs: a checkpoint worth evaluating
+    screenshot(page, "train-live")
+
+    page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()  # not the status widget's Stop
+    page.get_by_text(re.compile(r"Stopped at step [\d,]+")).wait_for(timeout=10_000)
+    page.get_by_role("button", name="Resume").wait_for()  # drawn by the full rerun that follows the end of the run
+    assert_no_errors(page)
+    screenshot(page, "train-stopped")
+
+
+@pytest.mark.parametrize(
+    "name, ready",
+    [
+        ("overview", "The five steps"),
+        ("dataset", "Before and after normalization"),
+        ("model", "62,006"),
+        ("train", "All runs"),
+        ("evaluate", "Test images and what the network said"),
+        ("classify", "A photo (JPEG, PNG, WebP, BMP or GIF)"),
+    ],
+)
+def test_every_page_renders_without_errors(page, server, name, ready):
+    open_page(page, server, name, ready)
+    page.wait_for_timeout(1500)  # charts and images settle
+    assert_no_errors(page)
+    screenshot(page, name)
+
+
+def photo(color=(200, 30, 30)) -> bytes:
+    image = Image.new("RGB", (480, 320), "skyblue")
+    ImageDraw.Draw(image).ellipse((140, 60, 340, 260), fill=color)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_an_uploaded_photo_gets_probabilities_and_a_non_image_a_message(page, server):
+    open_page(page, server, "classify", "A photo (JPEG, PNG, WebP, BMP or GIF)")
+    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    uploader.set_input_files(files=[{"name": "ball.png", "mimeType": "image/png", "buffer": photo()}])
+    page.get_by_text("It says:").wait_for()
+    page.get_by_text("what the network sees: 32 × 32 pixels").wait_for()
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+    assert_no_errors(page)
+    screenshot(page, "classify-upload")
+
+    uploader.set_input_files(files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"these are notes, not a photo"}])
+    page.locator('[data-testid="stAlertContentError"]').filter(has_text="notes.jpg").wait_for()
+    assert "not an image" in page.locator('[data-testid="stAlertContentError"]').inner_text()
+    assert_no_errors(page, allowed="notes.jpg")
+    screenshot(page, "classify-not-an-image")
