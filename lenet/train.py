@@ -43,7 +43,8 @@ class TrainConfig:
     schedule: str = "constant"  # constant, onecycle (linear up then down) or cosine
     warmup: float = 0.0  # fraction of all steps spent warming up (onecycle, cosine)
     label_smoothing: float = 0.0
-    augment: bool = False  # random crop with 4-pixel padding + horizontal flip, on whole batches
+    augment: bool = False  # random crop with crop_padding-pixel zero padding + horizontal flip, on whole batches
+    crop_padding: int = 4  # pixels of padding for augment's random crop; 0: flips only
     normalization: str = "walkthrough"
     train_subset: int = 0  # train on this many images (0: all), for quick demos
     validation_size: int = 0  # hold this many training images out, to choose recipes without the test set
@@ -67,6 +68,7 @@ class TrainConfig:
         number("weight_decay", 0, 1)
         number("warmup", 0, 0.9)
         number("label_smoothing", 0, 0.9)
+        number("crop_padding", 0, 8, integer=True)
         number("seed", 0, 2**31 - 1, integer=True)
         number("log_every", 0, 10**7, integer=True)
         number("validation_size", 0, train_images - 1, integer=True)
@@ -95,15 +97,19 @@ class TrainConfig:
 PRESETS = {
     # The walkthrough, unchanged: the reference every class can compare with.
     "walkthrough": TrainConfig(),
-    # A live demo: seconds on a laptop CPU.
+    # A live demo: about 60% test accuracy in about 9 s of training on 2 CPU cores (55% after 2 of its 3 epochs).
+    # Chosen on a 5,000-image validation split: 3 epochs at batch 128 and lr 0.1 match 4 at batch 64 in less time.
     "quick": TrainConfig(
-        preset="quick", epochs=4, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
+        preset="quick", epochs=3, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
         weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1, normalization="cifar10",
     ),
     # The most this architecture gives: augmentation, weight decay, one-cycle, label smoothing.
+    # Chosen on a 5,000-image validation split: a 2-pixel crop beats 4 pixels (too much shift for a net this small),
+    # and weight decay 1e-3 beats 5e-4.
     "best": TrainConfig(
         preset="best", epochs=60, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
-        weight_decay=5e-4, schedule="onecycle", warmup=0.15, label_smoothing=0.1, augment=True, normalization="cifar10",
+        weight_decay=1e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1, augment=True, crop_padding=2,
+        normalization="cifar10",
     ),
 }
 
@@ -277,7 +283,7 @@ def train(
             idx = order[position * config.batch_size : (position + 1) * config.batch_size]
             images = train_images[idx]
             if config.augment:
-                images = augment(images, torch.Generator().manual_seed(config.seed * 1_000_003 + step))
+                images = augment(images, torch.Generator().manual_seed(config.seed * 1_000_003 + step), pad=config.crop_padding)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step, total_steps)
             loss = criterion(model(normalize(images, normalization)), train_labels[idx])
