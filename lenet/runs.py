@@ -156,6 +156,7 @@ class RunRegistry:
             # Drop what was logged after the checkpoint: those steps are trained again, identically.
             snapshot.steps = [e for e in snapshot.steps if e["step"] <= step]
             snapshot.epochs = [e for e in snapshot.epochs if e["step"] <= step]
+            snapshot.progress["step"] = step
             snapshot.state, snapshot.error = LOADING, None
             self._launch(snapshot, config, resume=entry)
             return run_id
