@@ -9,6 +9,7 @@ The registry is shared by every browser session of a server. The training thread
 publishes plain data under a lock; readers get copies and never wait on the training itself.
 """
 
+import atexit
 import json
 import os
 import threading
@@ -117,6 +118,9 @@ class RunRegistry:
         self.data_source = data_source
         self._lock = threading.RLock()  # resume() reads a snapshot while holding it
         self._active: _ActiveRun | None = None
+        # A server or CLI that exits mid-run stops it cleanly (a last checkpoint, state "stopped") instead of
+        # tearing the training thread down inside torch.
+        atexit.register(self.stop, timeout=10)
 
     # -- starting and stopping -------------------------------------------------------------------
 
