@@ -103,7 +103,9 @@ def train_command(args) -> int:
     config.validate()
     data_dir = args.data or default_data_dir()
     data = load_cifar10(data_dir)  # before the run starts: a missing data folder fails here, with its message
-    registry = RunRegistry(args.out or default_runs_dir(), lambda: data, threads=args.threads or default_threads(),
+    # Tiny batches gain nothing from a second thread, and lose badly when another process wants the cores.
+    threads = args.threads or (1 if config.batch_size <= 16 else default_threads())
+    registry = RunRegistry(args.out or default_runs_dir(), lambda: data, threads=threads,
                            data_source=data.source)
     run_id = registry.resume(args.resume) if args.resume else registry.start(config)
     print(f"run {run_id}: {registry.runs_dir / run_id}", file=sys.stderr)

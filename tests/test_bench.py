@@ -3,7 +3,6 @@
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,10 @@ import torch
 import torchvision.transforms as transforms
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # plain `pytest` from the checkout, without installing
-
-from lenet import bench  # noqa: E402
-from lenet.data import CIFAR10, CLASSES, load_cifar10  # noqa: E402
-from lenet.model import LeNet5  # noqa: E402
-from lenet.train import preset, train  # noqa: E402
+from lenet import bench
+from lenet.data import CIFAR10, CLASSES, load_cifar10
+from lenet.model import LeNet5
+from lenet.train import preset, train
 
 REAL_DATA = Path(os.environ.get("LENET_DATA") or "/work/shared/cifar10-jpeg")
 
