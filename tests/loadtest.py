@@ -103,10 +103,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(workdir: Path, data_dir: Path, start_timeout: float = 90) -> Iterator[Server]:
+def streamlit_server(workdir: Path, data_dir: Path, start_timeout: float = 90, env: dict | None = None) -> Iterator[Server]:
     """`streamlit run app.py` on a free port of 127.0.0.1 with its own runs folder, until the block ends."""
     port, runs_dir, log_path = free_port(), workdir / "runs", workdir / "streamlit.log"
-    env = {**os.environ, "LENET_DATA": str(data_dir), "LENET_RUNS": str(runs_dir)}
+    env = {**os.environ, "LENET_DATA": str(data_dir), "LENET_RUNS": str(runs_dir), **(env or {})}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
     with open(log_path, "w") as log:

@@ -8,15 +8,12 @@ is there). Screenshots of every page go to test-artifacts/screenshots/.
 import io
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
 
@@ -28,44 +25,12 @@ PAGES = {"overview": "", "dataset": "dataset", "model": "model", "train": "train
 TIMEOUT_MS = 60_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, cifar_dir):
-    """`streamlit run app.py` on a free port, with fresh runs and no pretrained checkpoint; killed at the end."""
+    """`streamlit run app.py` on a free port, with fresh runs and no pretrained checkpoint; stopped at the end."""
     tmp = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    env = {**os.environ, "LENET_DATA": str(cifar_dir), "LENET_RUNS": str(tmp / "runs"), "LENET_CHECKPOINT": str(tmp / "no-such.pt")}
-    log = open(tmp / "streamlit.log", "w")  # noqa: SIM115 - closed below, after the server
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-               "--browser.gatherUsageStats", "false"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with streamlit_server(tmp, cifar_dir, start_timeout=60, env={"LENET_CHECKPOINT": str(tmp / "no-such.pt")}) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
