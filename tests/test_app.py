@@ -17,13 +17,13 @@ import torchvision
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from app_pages import _code, _shared
 from lenet.checkpoint import save_checkpoint
 from lenet.data import CLASSES
 from lenet.model import LeNet5
 from lenet.runs import LIVE_STATES, STOPPED
 from lenet.service import BUSY, ERROR
 from lenet.train import NORMALIZATIONS, preset, train
+from pages import _code, _shared
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ["overview", "dataset", "model", "train", "evaluate", "classify"]
@@ -72,7 +72,7 @@ def open_page(name: str) -> AppTest:
     """The app as a browser opens it, on the named page, once the dataset service is done (loaded, absent or failed)."""
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     until(lambda: not _shared.dataset_service().status().busy)
-    at.switch_page(f"app_pages/{name}.py").run()
+    at.switch_page(f"pages/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

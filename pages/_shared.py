@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from streamlit.runtime.pages_manager import PagesManager
 from torchvision.utils import make_grid
 
 from lenet.checkpoint import CheckpointError, default_checkpoint, load_model
@@ -31,18 +32,38 @@ NO_MODEL = (
 
 # name -> (script, title, icon); app.py builds the navigation from this, pages link with link(name).
 PAGES = {
-    "overview": ("app_pages/overview.py", "Overview", ":material/home:"),
-    "dataset": ("app_pages/dataset.py", "Dataset", ":material/photo_library:"),
-    "model": ("app_pages/model.py", "Model", ":material/account_tree:"),
-    "train": ("app_pages/train.py", "Train", ":material/model_training:"),
-    "evaluate": ("app_pages/evaluate.py", "Evaluate", ":material/fact_check:"),
-    "classify": ("app_pages/classify.py", "Classify", ":material/image_search:"),
+    "overview": ("pages/overview.py", "Overview", ":material/home:"),
+    "dataset": ("pages/dataset.py", "Dataset", ":material/photo_library:"),
+    "model": ("pages/model.py", "Model", ":material/account_tree:"),
+    "train": ("pages/train.py", "Train", ":material/model_training:"),
+    "evaluate": ("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
+    "classify": ("pages/classify.py", "Classify", ":material/image_search:"),
 }
 
 
 def page(name: str) -> st.Page:
     script, title, icon = PAGES[name]
     return st.Page(script, title=title, icon=icon, default=name == "overview")
+
+
+def route() -> None:
+    """The router, app.py's whole job: the page config and the navigation, then the chosen page."""
+    st.set_page_config(page_title="LeNet-5 on CIFAR-10", page_icon=":material/neurology:", layout="wide")
+    st.navigation([page(name) for name in PAGES]).run()
+
+
+def through_router() -> None:
+    """Make sure this page runs inside the router; every page calls it first.
+
+    Because a pages/ folder sits beside app.py, Streamlit runs a server's very first script run in its old
+    folder mode: a browser reconnecting to /train after a restart would run this file alone, without the page
+    config and with every file of pages/ listed as a page. Then route from here instead: declaring the
+    navigation ends that mode for the whole server (st.navigation's documented effect) and runs this page
+    again inside it, with the same widget values; st.stop() ends the outer run.
+    """
+    if PagesManager.uses_pages_directory:
+        route()
+        st.stop()
 
 
 def link(name: str, label: str | None = None) -> None:

@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from app_pages import _charts, _code
-from app_pages._shared import ANY, choose_model, evaluation, labelled_grid, pytorch_code, read_card, require_data
 from lenet.data import CLASSES
+from pages import _charts, _code
+from pages._shared import ANY, choose_model, evaluation, labelled_grid, pytorch_code, read_card, require_data, through_router
+
+through_router()
 
 st.title(":material/fact_check: Evaluate")
 st.markdown(

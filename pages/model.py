@@ -3,10 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages import _charts, _code
-from app_pages._shared import choose_model, displayable, labelled_grid, pytorch_code
 from lenet.model import layer_summary
 from lenet.train import PRESETS
+from pages import _charts, _code
+from pages._shared import choose_model, displayable, labelled_grid, pytorch_code, through_router
+
+through_router()
 
 st.title(":material/account_tree: Model")
 st.markdown(

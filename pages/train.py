@@ -7,10 +7,12 @@ stops and draws it, so reloading, switching pages or opening a second browser sh
 import pandas as pd
 import streamlit as st
 
-from app_pages import _charts, _code
-from app_pages._shared import dataset_service, duration, pytorch_code, registry
 from lenet.runs import INTERRUPTED, LOADING, STOPPED, RunError, RunInProgress, RunSnapshot
 from lenet.train import NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, ConfigError, TrainConfig, preset
+from pages import _charts, _code
+from pages._shared import dataset_service, duration, pytorch_code, registry, through_router
+
+through_router()
 
 PRESET_NOTES = {
     "walkthrough": "The walkthrough exactly: batches of 4, SGD, 2 epochs. About 55% test accuracy; minutes on a CPU.",

@@ -2,8 +2,11 @@
 
 import streamlit as st
 
-from app_pages import _code
-from app_pages._shared import (
+from lenet.checkpoint import CheckpointError, default_checkpoint
+from lenet.data import CLASSES
+from lenet.service import READY
+from pages import _code
+from pages._shared import (
     NO_MODEL,
     dataset_service,
     duration,
@@ -12,10 +15,10 @@ from app_pages._shared import (
     pytorch_code,
     registry,
     stated_accuracy,
+    through_router,
 )
-from lenet.checkpoint import CheckpointError, default_checkpoint
-from lenet.data import CLASSES
-from lenet.service import READY
+
+through_router()
 
 st.title("LeNet-5 on CIFAR-10")
 st.markdown(

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from app_pages import _charts, _code
-from app_pages._shared import (
+from lenet.data import CLASSES
+from lenet.predict import UNSURE_BELOW, Prediction
+from pages import _charts, _code
+from pages._shared import (
     ANY,
     choose_model,
     classify_upload,
@@ -12,10 +14,11 @@ from app_pages._shared import (
     pytorch_code,
     random_batch,
     require_data,
+    through_router,
     upscale,
 )
-from lenet.data import CLASSES
-from lenet.predict import UNSURE_BELOW, Prediction
+
+through_router()
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 SOURCES = ["Upload a photo", "Take a photo", "A test image"]

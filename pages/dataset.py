@@ -3,8 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages import _charts, _code
-from app_pages._shared import (
+from lenet.data import CLASSES
+from lenet.train import NORMALIZATIONS, normalize
+from pages import _charts, _code
+from pages._shared import (
     ANY,
     dataset_service,
     displayable,
@@ -13,12 +15,13 @@ from app_pages._shared import (
     pytorch_code,
     random_batch,
     require_data,
+    through_router,
     to_pil,
     upscale,
     walkthrough_grid,
 )
-from lenet.data import CLASSES
-from lenet.train import NORMALIZATIONS, normalize
+
+through_router()
 
 st.title(":material/photo_library: Dataset")
 st.markdown(
