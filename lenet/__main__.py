@@ -1,3 +1,4 @@
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a spawned training process imports this module again, and must not run the CLI
+    raise SystemExit(main())

@@ -1,5 +1,6 @@
 """Checkpoints: a state_dict plus plain metadata, written atomically and read without running code."""
 
+import io
 import math
 import os
 import platform
@@ -45,6 +46,12 @@ def atomic_write(path: Path, write) -> None:
 
 def save_checkpoint(path, model_state: dict, meta: dict, training_state: dict | None = None) -> None:
     """meta holds normalization, recipe, metrics, ...; training_state (optimizer, progress) allows resuming."""
+    data = checkpoint_bytes(model_state, meta, training_state)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def checkpoint_bytes(model_state: dict, meta: dict, training_state: dict | None = None) -> bytes:
+    """The checkpoint file's content: a training process makes it, and its server writes it in order with the metrics."""
     entry = {
         "format": FORMAT,
         "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
@@ -52,7 +59,9 @@ def save_checkpoint(path, model_state: dict, meta: dict, training_state: dict | 
     }
     if training_state is not None:
         entry["training"] = training_state
-    atomic_write(Path(path), lambda tmp: torch.save(entry, tmp))
+    buffer = io.BytesIO()
+    torch.save(entry, buffer)
+    return buffer.getvalue()
 
 
 def load_checkpoint(path) -> dict:

@@ -11,7 +11,10 @@ publishes plain data under a lock; readers get copies and never wait on the trai
 
 import atexit
 import json
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .data import CIFAR10
+from .checkpoint import CheckpointError, atomic_write, checkpoint_bytes, load_checkpoint
+from .data import CIFAR10, Split
 from .train import NORMALIZATIONS, ConfigError, TrainConfig, TrainingDiverged, default_threads, train
 
 FINISHED, STOPPED, FAILED, INTERRUPTED, RUNNING, LOADING = "finished", "stopped", "failed", "interrupted", "running", "loading data"
@@ -91,13 +94,89 @@ def _pid_alive(pid) -> bool:
         return False
 
 
+def failure_message(exc: BaseException, folder: Path) -> str:
+    """What a failed run shows: the reason in the user's words where it is known, else the exception."""
+    if isinstance(exc, (TrainingDiverged, ConfigError, RunError, CheckpointError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"could not write to {getattr(exc, 'filename', None) or folder}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- the training process ----------------------------------------------------------------------------------
+# Training runs in a child process, not a thread of the server: page rendering holds Python's GIL so often that
+# a training thread beside 10 viewers ran at half speed; a process only shares the cores. Spawned, not forked:
+# forking a process that already runs torch's thread pools is unsafe.
+_PROCESSES = multiprocessing.get_context("spawn")
+
+
+def _arrays(data: CIFAR10) -> dict:
+    """The dataset as numpy arrays, which the child receives as a plain copy. Torch tensors would travel through
+    shared memory, which containers often cap at 64 MB, too small for the 184 MB of CIFAR-10."""
+    return {"train": (data.train.images.numpy(), data.train.labels.numpy()),
+            "test": (data.test.images.numpy(), data.test.labels.numpy()), "source": data.source}
+
+
+def _dataset(arrays: dict) -> CIFAR10:
+    train_split, test_split = (Split(torch.from_numpy(images), torch.from_numpy(labels)) for images, labels in
+                               (arrays["train"], arrays["test"]))
+    return CIFAR10(train_split, test_split, arrays["source"])
+
+
+class _StopOrOrphaned:
+    """The stop event, which also ends the child at once if its parent is gone (where Linux's parent-death
+    signal is not there to): a server killed mid-run leaves no training going on without it."""
+
+    def __init__(self, stop, parent_pid: int):
+        self.stop, self.parent_pid = stop, parent_pid
+
+    def is_set(self) -> bool:
+        if os.getppid() != self.parent_pid:
+            os._exit(1)
+        return self.stop.is_set()
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _training_process(config, arrays, resume, folder: Path, meta: dict, threads: int, events, stop, parent_pid: int) -> None:
+    """The child: train, sending every event, and each checkpoint's bytes, to the parent."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle: it asks to stop
+    torch.set_num_threads(threads)
+    try:
+        def save(model_state, training_state, metrics):
+            # The server writes it, after the events before it: a checkpoint is never ahead of metrics.json.
+            events.send({"event": "checkpoint", "data": checkpoint_bytes(model_state, {**meta, "metrics": metrics}, training_state)})
+
+        def send(event: dict) -> None:
+            events.send({**event, "training_pid": os.getpid()} if event["event"] == "start" else event)
+
+        result = train(config, _dataset(arrays), on_event=send, stop=_StopOrOrphaned(stop, parent_pid),
+                       resume=resume, on_checkpoint=save)
+        events.send({"event": "outcome", "state": STOPPED if result.stopped else FINISHED, "error": None})
+    except Exception as exc:  # noqa: BLE001 - the parent marks the run failed with this message
+        events.send({"event": "outcome", "state": FAILED, "error": failure_message(exc, folder)})
+    events.close()
+    # Everything is written (the checkpoint atomically, the events into the pipe): skip the interpreter's
+    # teardown, which takes torch most of a second, so that Stop is quick.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 class _ActiveRun:
     """The one run this process is training; its fields change only under self.lock."""
 
     def __init__(self, snapshot: RunSnapshot):
         self.lock = threading.Lock()
         self.snapshot = snapshot
-        self.stop = threading.Event()
+        self.stop = _PROCESSES.Event()  # set by the server, read by the training process
         self.thread: threading.Thread | None = None
         self.last_flush = 0.0
 
@@ -204,26 +283,18 @@ class RunRegistry:
         self._active = active
         active.thread.start()
 
-    # -- the training thread ---------------------------------------------------------------------
+    # -- the supervising thread ---------------------------------------------------------------------
 
     def _train(self, active: _ActiveRun, config: TrainConfig, resume: dict | None) -> None:
-        state, error = FAILED, None
+        """Load the data, train in a child process, and turn what it sends into the run's snapshot and files."""
         try:
-            torch.set_num_threads(self.threads)
             data = self.load_data()
-            with active.lock:
-                active.snapshot.state = RUNNING
-            result = train(config, data, on_event=lambda e: self._on_event(active, e), stop=active.stop, resume=resume,
-                           on_checkpoint=lambda m, t, metrics: self._save_checkpoint(active, config, m, t, metrics))
-            state = STOPPED if result.stopped else FINISHED
-        except TrainingDiverged as exc:
-            error = str(exc)
-        except (ConfigError, RunError, CheckpointError) as exc:
-            error = str(exc)
-        except OSError as exc:
-            error = f"could not write to {getattr(exc, 'filename', None) or active.snapshot.folder}: {exc.strerror or exc}"
+            if active.stop.is_set():  # stopped while the data loaded: nothing trained, nothing to start
+                state, error = STOPPED, None
+            else:
+                state, error = self._train_in_child(active, config, resume, data)
         except Exception as exc:  # noqa: BLE001 - any failure ends the run as failed, with its message kept
-            error = f"{type(exc).__name__}: {exc}"
+            state, error = FAILED, failure_message(exc, active.snapshot.folder)
         with active.lock:
             active.snapshot.state, active.snapshot.error = state, error
         try:
@@ -231,9 +302,51 @@ class RunRegistry:
         except OSError:
             pass  # the run folder itself is gone or unwritable; the in-memory snapshot still says what happened
 
+    def _train_in_child(self, active: _ActiveRun, config: TrainConfig, resume: dict | None, data: CIFAR10) -> tuple[str, str | None]:
+        """Start the training process and relay its events until it ends; return the run's final state and error."""
+        meta = {"normalization": NORMALIZATIONS[config.normalization], "recipe": config.to_dict(),
+                "run_id": active.snapshot.id, "data_source": self.data_source}
+        events, child_end = _PROCESSES.Pipe(duplex=False)
+        process = _PROCESSES.Process(
+            target=_training_process, name=f"train-{active.snapshot.id}", daemon=True,
+            args=(config, _arrays(data), resume, active.snapshot.folder, meta, self.threads, child_end, active.stop, os.getpid()),
+        )
+        process.start()
+        child_end.close()  # only the child's copy stays open: reading ends (EOFError) when the child does
+        started = False
+        try:
+            while True:
+                if not events.poll(0.05):
+                    if active.stop.is_set() and not started:
+                        # Stopped while the child still starts up (a second or two): it has written nothing yet, so
+                        # end it now rather than make Stop wait for it.
+                        process.kill()
+                        return STOPPED, None
+                    continue
+                try:
+                    event = events.recv()
+                except EOFError:  # it died without a word: killed (out of memory?) or crashed inside torch
+                    process.join()
+                    return FAILED, f"the training process ended unexpectedly (exit code {process.exitcode})"
+                started = True
+                if event["event"] == "outcome":
+                    return event["state"], event["error"]
+                if event["event"] == "checkpoint":
+                    try:
+                        atomic_write(active.snapshot.folder / "checkpoint.pt", lambda tmp, data=event["data"]: tmp.write_bytes(data))
+                    except OSError as exc:  # disk full, folder gone: the run cannot keep what it trains, so it ends
+                        process.kill()
+                        return FAILED, failure_message(exc, active.snapshot.folder)
+                    continue
+                self._on_event(active, event)
+        finally:
+            process.join()
+            events.close()
+
     def _on_event(self, active: _ActiveRun, event: dict) -> None:
         with active.lock:
             s = active.snapshot
+            s.state = RUNNING  # the child trains: its first event is "start"
             if event["event"] == "step":
                 s.steps.append(event)
                 s.progress.update(event)
@@ -246,16 +359,6 @@ class RunRegistry:
             elif event["event"] == "end":
                 s.progress.update(step=event["step"], train_seconds=event["train_seconds"])
         self._flush(active, force=event["event"] != "step")
-
-    def _save_checkpoint(self, active, config: TrainConfig, model_state, training_state, metrics) -> None:
-        meta = {
-            "normalization": NORMALIZATIONS[config.normalization],
-            "recipe": config.to_dict(),
-            "metrics": metrics,
-            "run_id": active.snapshot.id,
-            "data_source": self.data_source,
-        }
-        save_checkpoint(active.snapshot.folder / "checkpoint.pt", model_state, meta, training_state)
 
     def _flush(self, active: _ActiveRun, force: bool) -> None:
         """Write status and metrics at most once per HEARTBEAT_SECONDS, and always when force."""

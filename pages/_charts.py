@@ -1,5 +1,7 @@
 """The app's Altair charts: plain data in, a chart out, with fonts large enough for a projector."""
 
+import copy
+
 import altair as alt
 import pandas as pd
 import torch
@@ -10,6 +12,25 @@ CHANCE = 1 / len(CLASSES)
 MAX_POINTS = 1500
 PERCENT = alt.Axis(format="%")
 CHANNEL_COLORS = alt.Scale(domain=["red", "green", "blue"], range=["#d62728", "#2ca02c", "#1f77b4"])
+
+
+def vega_lite(chart: alt.TopLevelMixin) -> dict:
+    """The chart as a Vega-Lite spec with its data as DataFrames, for st.vega_lite_chart: a live chart built once
+    a second and drawn by every session watching, instead of converted again by each of them."""
+    spec = chart.to_dict()
+    spec["datasets"] = {name: pd.DataFrame(values) for name, values in spec.get("datasets", {}).items()}
+    view = spec.get("config", {}).get("view", {})
+    for key in ("continuousWidth", "continuousHeight"):  # Altair's default theme; Streamlit sizes charts itself
+        view.pop(key, None)
+    if spec.get("config", {}).get("view") == {}:
+        del spec["config"]["view"]
+    return spec
+
+
+def draw_vega_lite(container, spec: dict) -> None:
+    """Draw a shared spec: Streamlit edits the spec it is given, so each session gets its own copy (the data shared)."""
+    own = copy.deepcopy({key: value for key, value in spec.items() if key != "datasets"})
+    container.vega_lite_chart({**own, "datasets": dict(spec["datasets"])}, width="stretch")
 
 
 def large(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:

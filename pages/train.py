@@ -121,11 +121,12 @@ def draw_run(run: RunSnapshot) -> None:
     elapsed.metric("Training time", duration(run.progress.get("train_seconds")))
 
     losses, accuracies = st.columns(2, gap="large")
+    loss_spec, accuracy_spec = curves(run.id, len(run.steps), len(run.epochs), run)
     if run.steps:
-        losses.altair_chart(_charts.loss_curve(run.steps, run.progress.get("steps_per_epoch", 1)), width="stretch")
+        _charts.draw_vega_lite(losses, loss_spec)
     else:
         losses.info("The loss curve appears with the first steps.", icon=":material/hourglass_top:")
-    accuracies.altair_chart(_charts.accuracy_curve(run.epochs, run.config["epochs"]), width="stretch")
+    _charts.draw_vega_lite(accuracies, accuracy_spec)
 
     with st.container(horizontal=True):
         if run.live and st.button("Stop", key="stop", icon=":material/stop_circle:", type="primary"):
@@ -140,6 +141,14 @@ def draw_run(run: RunSnapshot) -> None:
                 st.error(f"Cannot resume: {error}", icon=":material/error:")
     with st.expander("Settings of this run"):
         st.dataframe(pd.DataFrame({"setting": list(run.config), "value": [str(v) for v in run.config.values()]}), hide_index=True)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def curves(run_id: str, steps: int, epochs: int, _run: RunSnapshot) -> tuple[dict | None, dict]:
+    """The run's loss and accuracy charts, built once per new point for every session watching (a classroom
+    watching a live run would otherwise build them once a second each, and slow the training down)."""
+    loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.get("steps_per_epoch", 1))) if _run.steps else None
+    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.epochs, _run.config["epochs"]))
 
 
 @st.fragment(run_every=1.0)
