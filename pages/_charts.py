@@ -1,6 +1,7 @@
 """The app's Altair charts: plain data in, a chart out, with fonts large enough for a projector."""
 
 import copy
+import functools
 
 import altair as alt
 import pandas as pd
@@ -168,18 +169,27 @@ def confusion_matrix(confusion: list[list[int]]) -> alt.Chart:
     return large((rect + text).properties(height=520))
 
 
-def probabilities(values: list[float]) -> alt.Chart:
-    """The ten class probabilities, most probable first, the top one highlighted."""
+def probabilities(values: list[float]) -> dict:
+    """The ten class probabilities, most probable first, the top one highlighted: a Vega-Lite spec. Only the data
+    change from one photo to the next, so the chart is built once and each photo's data put into it."""
     data = pd.DataFrame({"class": list(CLASSES), "probability": values})
-    top = data["probability"].max()
+    data["top"] = data["probability"] >= data["probability"].max()
+    template = _probabilities_template()
+    (name,) = template["datasets"]
+    return {**template, "datasets": {name: data}}
+
+
+@functools.cache
+def _probabilities_template() -> dict:
+    data = pd.DataFrame({"class": list(CLASSES), "probability": [0.1] * len(CLASSES), "top": [False] * len(CLASSES)})
     base = alt.Chart(data).encode(
         y=alt.Y("class:N", sort="-x", title=None),
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title="probability"),
         tooltip=["class:N", alt.Tooltip("probability:Q", format=".2%")],
     )
-    bars = base.mark_bar().encode(color=alt.condition(alt.datum.probability >= top, alt.value("#ff7f0e"), alt.value("#1f77b4")))
+    bars = base.mark_bar().encode(color=alt.condition(alt.datum.top, alt.value("#ff7f0e"), alt.value("#1f77b4")))
     text = base.mark_text(align="left", dx=4, fontSize=15).encode(text=alt.Text("probability:Q", format=".1%"))
-    return large((bars + text).properties(height=400))
+    return vega_lite(large((bars + text).properties(height=400)))
 
 
 def architecture(rows: list[dict]) -> str:

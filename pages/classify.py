@@ -41,7 +41,7 @@ def show(prediction: Prediction, truth: str | None = None) -> None:
                 f"({', '.join(CLASSES)}), so anything else still gets one of them.",
                 icon=":material/help:",
             )
-        st.altair_chart(_charts.probabilities(prediction.probabilities), width="stretch")
+        _charts.draw_vega_lite(st, _charts.probabilities(prediction.probabilities))
 
 
 st.title(":material/image_search: Classify")

@@ -4,6 +4,8 @@ The run trains in the registry's background thread, shared by every browser sess
 stops and draws it, so reloading, switching pages or opening a second browser shows the same run going on.
 """
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -121,7 +123,7 @@ def draw_run(run: RunSnapshot) -> None:
     elapsed.metric("Training time", duration(run.progress.get("train_seconds")))
 
     losses, accuracies = st.columns(2, gap="large")
-    loss_spec, accuracy_spec = curves(run.id, len(run.steps), len(run.epochs), run)
+    loss_spec, accuracy_spec = curves(run.id, curves_version(run), run)
     if run.steps:
         _charts.draw_vega_lite(losses, loss_spec)
     else:
@@ -144,11 +146,17 @@ def draw_run(run: RunSnapshot) -> None:
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def curves(run_id: str, steps: int, epochs: int, _run: RunSnapshot) -> tuple[dict | None, dict]:
-    """The run's loss and accuracy charts, built once per new point for every session watching (a classroom
-    watching a live run would otherwise build them once a second each, and slow the training down)."""
+def curves(run_id: str, version: tuple, _run: RunSnapshot) -> tuple[dict | None, dict]:
+    """The run's loss and accuracy charts, built once per version for every session watching: a classroom watching
+    a live run would otherwise build them once a second each, and slow the training down."""
     loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.get("steps_per_epoch", 1))) if _run.steps else None
     return loss, _charts.vega_lite(_charts.accuracy_curve(_run.epochs, _run.config["epochs"]))
+
+
+def curves_version(run: RunSnapshot) -> tuple:
+    """A live run gains points many times a second, so its charts are rebuilt once a second (every session
+    watching draws that second's); an ended run's charts, once."""
+    return ("live", int(time.monotonic())) if run.live else (run.state, len(run.steps), len(run.epochs))
 
 
 @st.fragment(run_every=1.0)
