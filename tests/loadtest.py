@@ -604,9 +604,10 @@ def table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=30, help="browser sessions at once (default 30)")
+def load_test_arguments(description: str, kind: str) -> argparse.ArgumentParser:
+    """The options both load tests take (this one with browsers, tests/wsload.py over the websocket)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--sessions", type=int, default=30, help=f"{kind} sessions at once (default 30)")
     parser.add_argument("--seconds", type=float, default=90, help="how long the sessions go on (default 90)")
     parser.add_argument("--ramp", type=float, default=None, help="seconds over which the sessions start (default: a third of --seconds)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds one request may take before it is an error (default 120)")
@@ -617,19 +618,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="the CIFAR-10 folder (default: LENET_DATA, else ./data)")
     parser.add_argument("--json", type=Path, help="also write the report here as JSON")
     parser.add_argument("--workdir", type=Path, help="keep the server's log and runs folder here (default: a temporary folder)")
+    return parser
+
+
+def report_and_verdict(report: Report, table_text: str, json_path: Path | None, max_mb_per_session: float) -> int:
+    """Print the table, write the JSON when asked, and return the exit status: 1 when the test failed."""
+    print(table_text)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(asdict(report), indent=1) + "\n")
+    found = problems(report, max_mb_per_session)
+    for problem in found:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if found else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = load_test_arguments(__doc__.split("\n\n")[0], "browser")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         parser.error(f"{CHROMIUM} is missing: install Debian's chromium")
 
     report = run_load_test(args.data, args.sessions, args.seconds, args.ramp, args.timeout, args.train_images, args.epochs, args.workdir)
-    print(table(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(report), indent=1) + "\n")
-    found = problems(report, args.max_mb_per_session)
-    for problem in found:
-        print(f"FAILED: {problem}", file=sys.stderr)
-    return 1 if found else 0
+    return report_and_verdict(report, table(report), args.json, args.max_mb_per_session)
 
 
 if __name__ == "__main__":
