@@ -215,7 +215,7 @@ if all_runs:
         pd.DataFrame(
             {
                 "run": [r.id for r in all_runs],
-                "state": [r.state for r in all_runs],
+                "state": ["training" if r.live else r.state for r in all_runs],  # its details, live, are above
                 "preset": [r.config.get("preset") for r in all_runs],
                 "epochs": [f"{len(r.epochs)} of {r.config.get('epochs')}" for r in all_runs],
                 "test accuracy": [r.test_accuracy for r in all_runs],
