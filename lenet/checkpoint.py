@@ -46,7 +46,11 @@ def atomic_write(path: Path, write) -> None:
 
 def save_checkpoint(path, model_state: dict, meta: dict, training_state: dict | None = None) -> None:
     """meta holds normalization, recipe, metrics, ...; training_state (optimizer, progress) allows resuming."""
-    data = checkpoint_bytes(model_state, meta, training_state)
+    write_checkpoint_bytes(path, checkpoint_bytes(model_state, meta, training_state))
+
+
+def write_checkpoint_bytes(path, data: bytes) -> None:
+    """Write what checkpoint_bytes() made, atomically."""
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_write, checkpoint_bytes, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
 from .data import CIFAR10, Split
 from .train import NORMALIZATIONS, ConfigError, TrainConfig, TrainingDiverged, default_threads, train
 
@@ -333,7 +333,7 @@ class RunRegistry:
                     return event["state"], event["error"]
                 if event["event"] == "checkpoint":
                     try:
-                        atomic_write(active.snapshot.folder / "checkpoint.pt", lambda tmp, data=event["data"]: tmp.write_bytes(data))
+                        write_checkpoint_bytes(active.snapshot.folder / "checkpoint.pt", event["data"])
                     except OSError as exc:  # disk full, folder gone: the run cannot keep what it trains, so it ends
                         process.kill()
                         return FAILED, failure_message(exc, active.snapshot.folder)

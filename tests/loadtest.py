@@ -83,6 +83,8 @@ OTHER_PAGES = {
     "Evaluate": "Test images and what the network said",
 }
 GOOD_RUN_STATES = ("running", "finished")
+# Every kind of request a session makes in its loop.
+REQUEST_KINDS = {"open", "train", "live update", "classify", "upload"} | {name.lower() for name in OTHER_PAGES}
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -621,12 +623,17 @@ def load_test_arguments(description: str, kind: str) -> argparse.ArgumentParser:
     return parser
 
 
-def report_and_verdict(report: Report, table_text: str, json_path: Path | None, max_mb_per_session: float) -> int:
-    """Print the table, write the JSON when asked, and return the exit status: 1 when the test failed."""
+def keep(report: Report, table_text: str, json_path: Path | None) -> None:
+    """Print the table, and write the report as JSON when asked."""
     print(table_text)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(asdict(report), indent=1) + "\n")
+
+
+def report_and_verdict(report: Report, table_text: str, json_path: Path | None, max_mb_per_session: float) -> int:
+    """Print the table, write the JSON when asked, and return the exit status: 1 when the test failed."""
+    keep(report, table_text, json_path)
     found = problems(report, max_mb_per_session)
     for problem in found:
         print(f"FAILED: {problem}", file=sys.stderr)

@@ -4,13 +4,11 @@ It runs tests/loadtest.py (which says how it measures) with 5 sessions for 30 se
 README's figures, is `python -m tests.loadtest --sessions 30 --seconds 90` (2 cores manage 10 sessions). The
 report is printed (pytest -s shows it) and written to test-artifacts/load-test.json."""
 
-import json
 import os
-from dataclasses import asdict
 
 import pytest
 
-from tests.loadtest import CHROMIUM, GOOD_RUN_STATES, OTHER_PAGES, REPO, Report, problems, run_load_test, table
+from tests.loadtest import CHROMIUM, GOOD_RUN_STATES, REPO, REQUEST_KINDS, Report, keep, problems, run_load_test, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -29,17 +27,13 @@ def report(cifar_dir, tmp_path_factory) -> Report:
         pytest.skip(reason)
     report = run_load_test(cifar_dir, sessions=SESSIONS, seconds=SECONDS, timeout_s=60, train_images=5000,
                            workdir=tmp_path_factory.mktemp("load"), log=print)
-    print(table(report))
-    artifacts = REPO / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    (artifacts / "load-test.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
+    keep(report, table(report), REPO / "test-artifacts" / "load-test.json")
     return report
 
 
 def test_every_request_is_answered_without_errors(report):
     assert report.errors == 0, report.error_samples
-    kinds = {"open", "train", "live update", "classify", "upload"} | {name.lower() for name in OTHER_PAGES}
-    assert kinds <= set(report.by_kind), f"not every kind of request was made: {sorted(report.by_kind)}"
+    assert REQUEST_KINDS <= set(report.by_kind), f"not every kind of request was made: {sorted(report.by_kind)}"
 
 
 def test_every_session_completed_a_loop(report):

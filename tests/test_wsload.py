@@ -5,12 +5,10 @@ server on the real CIFAR-10; it takes a minute and a half on 2 cores. The full r
 `python -m tests.wsload --sessions 30 --seconds 90`. The report is printed (pytest -s shows it) and written to
 test-artifacts/ws-load-test.json."""
 
-import json
-from dataclasses import asdict
 
 import pytest
 
-from tests.loadtest import GOOD_RUN_STATES, OTHER_PAGES, REPO, problems
+from tests.loadtest import GOOD_RUN_STATES, REPO, REQUEST_KINDS, keep, problems
 from tests.wsload import WsReport, run_ws_load_test, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -25,17 +23,13 @@ MAX_MB_PER_SESSION = 50
 def report(cifar_dir, tmp_path_factory) -> WsReport:
     report = run_ws_load_test(cifar_dir, sessions=SESSIONS, seconds=SECONDS, ramp=10, timeout_s=60, train_images=5000,
                               workdir=tmp_path_factory.mktemp("wsload"), log=print)
-    print(table(report))
-    artifacts = REPO / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    (artifacts / "ws-load-test.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
+    keep(report, table(report), REPO / "test-artifacts" / "ws-load-test.json")
     return report
 
 
 def test_every_request_is_answered_without_errors(report):
     assert report.errors == 0, report.error_samples
-    kinds = {"open", "train", "live update", "classify", "upload"} | {name.lower() for name in OTHER_PAGES}
-    assert kinds <= set(report.by_kind), f"not every kind of request was made: {sorted(report.by_kind)}"
+    assert REQUEST_KINDS <= set(report.by_kind), f"not every kind of request was made: {sorted(report.by_kind)}"
 
 
 def test_every_session_completed_a_loop(report):
