@@ -61,8 +61,9 @@ import torch
 from torch import nn
 
 from .data import CIFAR10, DataError, Split, default_data_dir, detect_layout, load_cifar10
+from .inference import NORMALIZATIONS, accuracy, predict_logits
 from .model import LeNet5
-from .train import NORMALIZATIONS, accuracy, predict_logits, preset, train
+from .train import preset, train
 
 # The walkthrough's two epochs (12,500 steps of 4 images each) took 239 s when run as published on the
 # 2-core development machine (torch 2.14 on CPU, the image-folder copy of CIFAR-10): the reference

@@ -5,12 +5,12 @@ import math
 import os
 import platform
 import re
-import threading
 from pathlib import Path
 
 import torch
 
 from .data import CLASSES
+from .files import atomic_write
 from .model import LeNet5
 
 FORMAT = "lenet5-cifar10/1"
@@ -26,22 +26,6 @@ def versions() -> dict:
 
     # str(): torch.__version__ is a TorchVersion, which weights_only loading (rightly) refuses to unpickle.
     return {"python": platform.python_version(), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename over path: readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Unique per process and thread: two writers of one file must not share (and truncate) one temporary.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(path, model_state: dict, meta: dict, training_state: dict | None = None) -> None:

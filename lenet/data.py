@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .files import atomic_write
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
 # The walkthrough's transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)): pixels to [-1, 1].
@@ -179,10 +181,7 @@ def _cached(fingerprint, decode) -> Split:
             pass
     split = decode()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-        torch.save({"images": split.images.contiguous(), "labels": split.labels}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save({"images": split.images.contiguous(), "labels": split.labels}, tmp))
     except OSError:
         pass  # no writable cache: still correct, only slower next time
     return split

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import CLASSES, Split
-from .train import predict_logits
+from .inference import predict_logits
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import CLASSES
-from .train import normalize
+from .inference import normalize
 
 MAX_UPLOAD_MB = 20  # the same number as server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20

@@ -26,7 +26,8 @@ import torch
 
 from .checkpoint import CheckpointError, atomic_write, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
 from .data import CIFAR10, Split
-from .train import NORMALIZATIONS, ConfigError, TrainConfig, TrainingDiverged, default_threads, train
+from .inference import NORMALIZATIONS
+from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, train
 
 FINISHED, STOPPED, FAILED, INTERRUPTED, RUNNING, LOADING = "finished", "stopped", "failed", "interrupted", "running", "loading data"
 LIVE_STATES = (RUNNING, LOADING)

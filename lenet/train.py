@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from .data import CIFAR10, CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION, train_validation_split
+from .data import CIFAR10, train_validation_split
+from .inference import NORMALIZATIONS, accuracy, normalization_tensors, normalize, pick_device
 from .model import LeNet5
 
-NORMALIZATIONS = {"walkthrough": WALKTHROUGH_NORMALIZATION, "cifar10": CIFAR10_NORMALIZATION}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 
@@ -121,31 +121,6 @@ def preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def normalize(images: torch.Tensor, normalization: dict | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """uint8 N x 3 x H x W -> float, exactly as ToTensor() then Normalize(mean, std).
-
-    normalization: its mean and std as lists, or as the tensors normalization_tensors() made (the training
-    loop makes them once: at batch 4, making them at every step cost as much as a tenth of the step).
-    """
-    mean, std = normalization_tensors(normalization, images.device) if isinstance(normalization, dict) else normalization
-    return images.float().div_(255).sub_(mean).div_(std)
-
-
-def normalization_tensors(normalization: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(normalization["mean"], device=device).view(1, 3, 1, 1),
-            torch.tensor(normalization["std"], device=device).view(1, 3, 1, 1))
-
-
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
     n, _, h, w = images.shape
@@ -196,22 +171,6 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
                                fused=fused)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=config.lr)
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalization: dict, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for a uint8 tensor of images, in large batches."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model(normalize(images[i : i + batch_size].to(device), normalization)) for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, len(CLASSES))
-
-
-def accuracy(model, images, labels, normalization) -> float:
-    logits = predict_logits(model, images, normalization)
-    return (logits.argmax(1).cpu() == labels.cpu()).float().mean().item()
 
 
 def default_threads() -> int:

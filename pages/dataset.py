@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from lenet.data import CLASSES
-from lenet.train import NORMALIZATIONS, normalize
+from lenet.inference import NORMALIZATIONS, normalize
 from pages import _charts, _code
 from pages._shared import (
     ANY,

@@ -19,10 +19,11 @@ from streamlit.testing.v1 import AppTest
 
 from lenet.checkpoint import save_checkpoint
 from lenet.data import CLASSES
+from lenet.inference import NORMALIZATIONS
 from lenet.model import LeNet5
 from lenet.runs import LIVE_STATES, STOPPED
 from lenet.service import BUSY, ERROR
-from lenet.train import NORMALIZATIONS, preset, train
+from lenet.train import preset, train
 from pages import _code, _shared
 
 APP = Path(__file__).resolve().parents[1] / "app.py"

@@ -17,8 +17,9 @@ from lenet.checkpoint import (
     save_checkpoint,
 )
 from lenet.data import CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION
+from lenet.inference import normalize, predict_logits
 from lenet.model import LeNet5
-from lenet.train import make_optimizer, normalize, predict_logits, preset
+from lenet.train import make_optimizer, preset
 
 
 def _trained(cifar, steps: int = 5):

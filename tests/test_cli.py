@@ -12,7 +12,8 @@ from PIL import Image
 from lenet.checkpoint import save_checkpoint
 from lenet.data import CLASSES
 from lenet.evaluate import evaluate
-from lenet.train import NORMALIZATIONS, preset, train
+from lenet.inference import NORMALIZATIONS
+from lenet.train import preset, train
 
 REPO = Path(__file__).resolve().parents[1]
 
