@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from .data import CIFAR10, DataError, Split, default_data_dir, detect_layout, load_cifar10
+from .events import Epoch
 from .inference import NORMALIZATIONS, accuracy, predict_logits
 from .model import LeNet5
 from .train import preset, train
@@ -255,7 +256,7 @@ def bench_walkthrough(data_dir: Path, data: CIFAR10, images: int, full: bool, li
     plain_rate = plain_seen / plain_seconds
     # The project's trainer on the same number of images, same batch size, optimizer and loss.
     result = train(preset("walkthrough", epochs=epochs, train_subset=subset, log_every=10**6), data)
-    trainer_seen = result.history[0]["train_images"] * epochs
+    trainer_seen = result.history[0].train_images * epochs
     trainer_rate = trainer_seen / result.train_seconds
     return {
         "batch_size": 4,
@@ -280,16 +281,16 @@ def bench_quick(data: CIFAR10, target: float, plain_rate: float | None = None) -
     # A batch never larger than the data: the smoke test's tiny folder holds fewer images than one quick batch.
     result = train(preset("quick", batch_size=min(preset("quick").batch_size, len(data.train))), data)
     wall = time.perf_counter() - started
-    epochs = [e for e in result.history if e["event"] == "epoch"]
-    reached = next((e for e in epochs if e["test_accuracy"] >= target), None)
+    epochs = [e for e in result.history if isinstance(e, Epoch)]
+    reached = next((e for e in epochs if e.test_accuracy >= target), None)
     out = {
         "target": target,
-        "seconds_to_target": reached["train_seconds"] if reached else None,
-        "epoch_reached": reached["epoch"] if reached else None,
+        "seconds_to_target": reached.train_seconds if reached else None,
+        "epoch_reached": reached.epoch if reached else None,
         "final_test_accuracy": result.test_accuracy,
         "train_seconds": result.train_seconds,
         "wall_seconds": wall,
-        "epochs": [{"epoch": e["epoch"], "test_accuracy": e["test_accuracy"], "train_seconds": e["train_seconds"]} for e in epochs],
+        "epochs": [{"epoch": e.epoch, "test_accuracy": e.test_accuracy, "train_seconds": e.train_seconds} for e in epochs],
         "walkthrough_reference_seconds": WALKTHROUGH_REFERENCE_SECONDS,
         "walkthrough_reference_origin": WALKTHROUGH_REFERENCE_ORIGIN,
     }

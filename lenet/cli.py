@@ -12,18 +12,36 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, atomic_write, default_checkpoint, load_model
+from .checkpoint import CheckpointError, default_checkpoint, load_model
 from .data import CLASSES, DataError, default_data_dir, download_cifar10, load_cifar10
+from .files import atomic_write
+from .files import runs_dir as default_runs_dir
 from .model import LeNet5, count_parameters, layer_summary
 from .predict import ImageError, classify
 from .runs import FAILED, RunError, RunRegistry
-from .train import PRESETS, ConfigError, default_threads, preset
+from .train import PRESETS, ConfigError, TrainConfig, default_threads, preset
 
 USER_ERRORS = (DataError, CheckpointError, ConfigError, RunError, ImageError)
 
 
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("LENET_RUNS") or "runs")
+def max_threads() -> int:
+    return 4 * default_threads()  # beyond a few per core torch only slows down (and 100,000 crashed it)
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, built from the field's own label, help, range and choices."""
+    for option in TrainConfig.options():
+        meta = option.metadata
+        name = "--" + option.name.replace("_", "-")
+        flags = [name] if meta["flag"] is None else [meta["flag"], name]
+        help_text = meta["help"].replace("%", "%%")  # argparse formats help with %
+        if option.type is bool:
+            parser.add_argument(*flags, dest=option.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif meta["choices"]:
+            parser.add_argument(*flags, dest=option.name, choices=meta["choices"], default=None, help=help_text)
+        else:
+            bounds = f"{meta['low']:g} to {meta['high']:g}" if option.type is float else f"{meta['low']:,} to {meta['high']:,}"
+            parser.add_argument(*flags, dest=option.name, type=option.type, default=None, help=f"{help_text} ({bounds})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,22 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train LeNet-5 and write a run folder")
     data_option(p)
     p.add_argument("--preset", choices=list(PRESETS), default="walkthrough", help="recipe to start from (default: walkthrough)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="(peak) learning rate")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["constant", "onecycle", "cosine"])
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random crop + flip")
-    p.add_argument("--subset", dest="train_subset", type=int, help="train on this many images only (quick demos)")
-    p.add_argument("--validation-size", type=int, help="hold this many training images out for choosing recipes")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    add_train_options(p)
+    p.add_argument("--threads", type=int, default=None, help=f"CPU threads, 1 to {max_threads()} (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="folder that receives the run folder (default: $LENET_RUNS, else ./runs)")
-    p.add_argument("--resume", metavar="RUN_ID", help="go on with an interrupted or stopped run in --out")
+    p.add_argument("--resume", metavar="RUN_ID", help="go on with an interrupted or stopped run in --out (its own settings)")
     p.add_argument("--export", type=Path, help="also write the final checkpoint here, with a JSON model card beside it")
 
     p = commands.add_parser("evaluate", help="test accuracy overall and per class")
@@ -71,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("download", help="download CIFAR-10 through torchvision")
     data_option(p)
 
-    from . import bench
+    from . import bench, export
 
     bench.add_arguments(commands.add_parser("bench", help="benchmark the trainer against the walkthrough's loop"))
+    export.add_arguments(commands.add_parser("export", help="write a model as .pth (the walkthrough's Net), .onnx or .py (a script)"))
     return parser
 
 
@@ -93,21 +100,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_command(args) -> int:
-    overrides = {
-        name: getattr(args, name)
-        for name in ("epochs", "batch_size", "lr", "momentum", "optimizer", "weight_decay", "schedule", "label_smoothing",
-                     "augment", "train_subset", "validation_size", "seed", "device")
-        if getattr(args, name) is not None
-    }
-    config = preset(args.preset, **overrides)
-    config.validate()
+    overrides = {option.name: getattr(args, option.name) for option in TrainConfig.options() if getattr(args, option.name) is not None}
+    if args.threads is not None and not 1 <= args.threads <= max_threads():
+        raise ConfigError(f"--threads must be from 1 to {max_threads()} (got {args.threads})")
+    if args.resume is not None:
+        if overrides or args.preset != "walkthrough":
+            raise ConfigError("--resume goes on with the run's own settings: leave out --preset and the training options")
+        config = None
+    else:
+        config = preset(args.preset, **overrides).validate()
+    runs_dir = args.out or default_runs_dir()
+    if args.export is not None and args.export.is_dir():
+        raise ConfigError(f"--export {args.export} is a folder: give a file name, for example {args.export / 'model.pt'}")
     data_dir = args.data or default_data_dir()
     data = load_cifar10(data_dir)  # before the run starts: a missing data folder fails here, with its message
     # Tiny batches gain nothing from a second thread, and lose badly when another process wants the cores.
-    threads = args.threads or (1 if config.batch_size <= 16 else default_threads())
-    registry = RunRegistry(args.out or default_runs_dir(), lambda: data, threads=threads,
-                           data_source=data.source)
-    run_id = registry.resume(args.resume) if args.resume else registry.start(config)
+    batch_size = (config or TrainConfig()).batch_size
+    threads = args.threads or (1 if batch_size <= 16 else default_threads())
+    registry = RunRegistry(runs_dir, lambda: data, threads=threads, data_source=data.source, data_dir=data_dir)
+    run_id = registry.resume(args.resume) if args.resume is not None else registry.start(config)
     print(f"run {run_id}: {registry.runs_dir / run_id}", file=sys.stderr)
     printer = ProgressPrinter()
     try:
@@ -125,8 +136,7 @@ def train_command(args) -> int:
     if run.state == FAILED:
         raise RunError(f"run {run_id} failed: {run.error}")
     accuracy = f"{run.test_accuracy:.2%}" if run.test_accuracy is not None else "not measured"
-    print(f"{run.state}: test accuracy {accuracy}, {run.progress.get('train_seconds', 0):.1f} s of training; "
-          f"checkpoint {run.checkpoint}")
+    print(f"{run.state}: test accuracy {accuracy}, {run.progress.train_seconds:.1f} s of training; checkpoint {run.checkpoint}")
     if args.export and run.checkpoint:
         export(run, data, args.export)
     return 0
@@ -141,16 +151,15 @@ class ProgressPrinter:
 
     def draw(self, run) -> None:
         progress = run.progress
-        total, step = progress.get("total_steps"), progress.get("step", 0)
-        if not total:
+        if not progress.total_steps:
             return
         width = 30
-        filled = int(width * step / total)
-        loss = f"loss {run.steps[-1]['loss']:.3f}" if run.steps else ""
+        filled = int(width * progress.fraction)
+        loss = f"loss {run.steps[-1].loss:.3f}" if run.steps else ""
         acc = f"test {run.test_accuracy:.1%}" if run.test_accuracy is not None else ""
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] epoch {progress.get('epoch', 1)}/{progress.get('epochs')} "
-                f"step {step}/{total} {loss} {acc} {progress.get('images_per_second', 0):,.0f} img/s "
-                f"{progress.get('seconds_left', 0):.0f} s left")
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] epoch {progress.epoch}/{progress.epochs} "
+                f"step {progress.step}/{progress.total_steps} {loss} {acc} {progress.images_per_second:,.0f} img/s "
+                f"{progress.seconds_left or 0:.0f} s left")
         if self.stream.isatty():
             print("\r" + line + " ", end="", file=self.stream, flush=True)
         elif len(run.epochs) > self.epochs_logged:
@@ -173,10 +182,10 @@ def export(run, data, path: Path) -> None:
         "per_class_accuracy": result.per_class,
         "recipe": meta["recipe"],
         "epochs": meta["recipe"]["epochs"],
-        "train_seconds": round(run.progress.get("train_seconds", 0.0), 1),
-        "images_per_second": round(run.progress.get("images_per_second", 0.0)),
+        "train_seconds": round(run.progress.train_seconds, 1),
+        "images_per_second": round(run.progress.images_per_second),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-                    "device": run.progress.get("device"), "threads": run.progress.get("threads")},
+                    "device": run.progress.device, "threads": run.progress.threads},
         "data_source": data.source,
         "versions": meta["versions"],
         "command": "python -m lenet " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None,
@@ -207,6 +216,8 @@ def evaluate_command(args) -> int:
 
 
 def predict_command(args) -> int:
+    if not 1 <= args.top <= len(CLASSES):
+        raise ConfigError(f"--top must be from 1 to {len(CLASSES)} (got {args.top})")
     checkpoint = args.checkpoint or default_checkpoint()
     model, meta = load_model(checkpoint)
     status = 0
@@ -255,6 +266,12 @@ def bench_command(args) -> int:
     return bench.run(args)
 
 
-COMMANDS = {"train": train_command, "evaluate": evaluate_command, "predict": predict_command, "info": info_command,
+def export_command(args) -> int:
+    from . import export
+
+    return export.run(args)
+
+
+COMMANDS = {"export": export_command, "train": train_command, "evaluate": evaluate_command, "predict": predict_command, "info": info_command,
             "download": download_command, "bench": bench_command}
 

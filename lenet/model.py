@@ -25,6 +25,21 @@ class LeNet5(nn.Module):
         x = F.relu(self.fc2(x))
         return self.fc3(x)
 
+    def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """forward, one stage at a time: every intermediate result by name, the logits last.
+
+        The same operations in the same order as forward, so the logits are forward's to the bit (tests check it).
+        A method rather than forward hooks because the web app shares one model between sessions, and hooks
+        registered by one session would also catch another's calls.
+        """
+        conv1 = F.relu(self.conv1(x))
+        pool1 = self.pool(conv1)
+        conv2 = F.relu(self.conv2(pool1))
+        pool2 = self.pool(conv2)
+        fc1 = F.relu(self.fc1(torch.flatten(pool2, 1)))
+        fc2 = F.relu(self.fc2(fc1))
+        return {"conv1": conv1, "pool1": pool1, "conv2": conv2, "pool2": pool2, "fc1": fc1, "fc2": fc2, "logits": self.fc3(fc2)}
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -1,15 +1,18 @@
-"""Training runs: a folder per run on disk, and a registry that trains one run at a time in a background thread.
+"""Training runs: a folder per run on disk, and a registry that trains one run at a time in a child process.
 
-runs/<id>/config.json      the TrainConfig, written once
-runs/<id>/status.json      state, error, progress, heartbeat (rewritten about once a second)
-runs/<id>/metrics.json     every step and epoch event so far
-runs/<id>/checkpoint.pt    the latest weights, with what is needed to resume (after each epoch and on stop)
+runs/<id>/config.json          the TrainConfig, written once
+runs/<id>/status.json          state, error, progress, heartbeat (rewritten about once a second)
+runs/<id>/metrics.json         every Step and Epoch event so far (lenet.events, as dicts)
+runs/<id>/checkpoint.pt        the latest weights, with what is needed to resume (after each epoch and on stop)
+runs/<id>/epochs/epoch-NNN.pt  the weights at the end of each epoch (no optimizer state: about 250 KB each)
+runs/<id>/.lock                held (flock) by the process that trains the run, for as long as it does
 
-The registry is shared by every browser session of a server. The training thread owns its model and
-publishes plain data under a lock; readers get copies and never wait on the training itself.
+The registry is shared by every browser session of a server. A supervising thread relays what the training
+process sends into the run's snapshot under a lock; readers get copies and never wait on the training itself.
 """
 
 import atexit
+import fcntl
 import json
 import multiprocessing
 import os
@@ -18,21 +21,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_write, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
-from .data import CIFAR10, Split
+from .checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
+from .data import CIFAR10, Split, load_cifar10
+from .events import Epoch, Event, EventError, Progress, Start, Step, from_dict, to_dict
+from .files import atomic_write
 from .inference import NORMALIZATIONS
 from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, train
 
 FINISHED, STOPPED, FAILED, INTERRUPTED, RUNNING, LOADING = "finished", "stopped", "failed", "interrupted", "running", "loading data"
+DAMAGED = "damaged"  # its files cannot be read as this version writes them; the error says which and why
 LIVE_STATES = (RUNNING, LOADING)
 HEARTBEAT_SECONDS = 1.0
-STALE_AFTER_SECONDS = 30.0
+STALLED_AFTER_SECONDS = 30.0  # a live run with no event for this long says so on the page
+EPOCHS_FOLDER = "epochs"
 
 
 class RunError(Exception):
@@ -40,8 +47,9 @@ class RunError(Exception):
 
 
 class RunInProgress(RunError):
-    def __init__(self, run_id: str):
-        super().__init__(f"run {run_id} is training; stop it or watch it before starting another")
+    def __init__(self, run_id: str, elsewhere: bool = False):
+        where = " in another process (a second server or the command line)" if elsewhere else ""
+        super().__init__(f"run {run_id} is running{where}; stop it or watch it before starting another")
         self.run_id = run_id
 
 
@@ -54,20 +62,42 @@ class RunSnapshot:
     state: str
     config: dict
     created: str
-    steps: list[dict] = field(default_factory=list)  # step events: step, epoch, loss, lr, images_per_second, ...
-    epochs: list[dict] = field(default_factory=list)  # epoch events: epoch, step, test_accuracy, ...
-    progress: dict = field(default_factory=dict)  # the start event merged with the latest step event
+    progress: Progress
+    steps: list[Step] = field(default_factory=list)  # the loss curve
+    epochs: list[Epoch] = field(default_factory=list)  # test accuracy after each epoch
     error: str | None = None
     test_accuracy: float | None = None
+    last_event: float | None = None  # time.time() of the training process's latest event, while it trains
 
     @property
     def checkpoint(self) -> Path | None:
         path = self.folder / "checkpoint.pt"
         return path if path.is_file() else None
 
+    def epoch_checkpoints(self) -> dict[int, Path]:
+        """Epoch number -> the weights at its end, for the epochs whose file is there."""
+        found = {}
+        for path in sorted((self.folder / EPOCHS_FOLDER).glob("epoch-*.pt")):
+            number = path.stem.removeprefix("epoch-")
+            if number.isdigit():
+                found[int(number)] = path
+        return found
+
     @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
+
+    @property
+    def stalled_for(self) -> float | None:
+        """Seconds since the training process last reported, when that is long enough to worry a watcher."""
+        if self.state != RUNNING or self.last_event is None:
+            return None
+        quiet = time.time() - self.last_event
+        return quiet if quiet >= STALLED_AFTER_SECONDS else None
+
+    def copy(self) -> "RunSnapshot":
+        return replace(self, config=dict(self.config), progress=replace(self.progress), steps=list(self.steps),
+                       epochs=list(self.epochs))
 
 
 def write_json(path: Path, value) -> None:
@@ -85,16 +115,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False  # 0 and -1 would signal a whole process group, or every process, and so always "succeed"
-    try:
-        os.kill(pid, 0)
-        return True
-    except (OSError, OverflowError):
-        return False
-
-
 def failure_message(exc: BaseException, folder: Path) -> str:
     """What a failed run shows: the reason in the user's words where it is known, else the exception."""
     if isinstance(exc, (TrainingDiverged, ConfigError, RunError, CheckpointError)):
@@ -102,6 +122,37 @@ def failure_message(exc: BaseException, folder: Path) -> str:
     if isinstance(exc, OSError):
         return f"could not write to {getattr(exc, 'filename', None) or folder}: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+# -- the run's lock ------------------------------------------------------------------------------------------
+# Whoever trains a run holds an flock on its .lock file: a second trainer (another server, the CLI) cannot take the
+# run over while the first lives, however long it is paused, and the kernel releases the lock when that process dies.
+
+
+def _take_lock(folder: Path, run_id: str):
+    """The run's lock, held until closed; RunInProgress when another process trains it."""
+    try:
+        handle = open(folder / ".lock", "a+")  # noqa: SIM115 - held open for the whole training
+    except OSError as error:
+        raise RunError(f"cannot write to the run folder {folder}: {error.strerror or error}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunInProgress(run_id, elsewhere=True) from None
+    return handle
+
+
+def _locked_elsewhere(folder: Path) -> bool:
+    """Whether a process is training this run now (its lock is held)."""
+    try:
+        with open(folder / ".lock", "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 # -- the training process ----------------------------------------------------------------------------------
@@ -112,16 +163,20 @@ _PROCESSES = multiprocessing.get_context("spawn")
 
 
 def _arrays(data: CIFAR10) -> dict:
-    """The dataset as numpy arrays, which the child receives as a plain copy. Torch tensors would travel through
-    shared memory, which containers often cap at 64 MB, too small for the 184 MB of CIFAR-10."""
+    """The dataset as numpy arrays, which the child receives as a plain copy: for data that is not in a folder
+    (tests' small sets). Torch tensors would travel through shared memory, which containers often cap at 64 MB."""
     return {"train": (data.train.images.numpy(), data.train.labels.numpy()),
             "test": (data.test.images.numpy(), data.test.labels.numpy()), "source": data.source}
 
 
-def _dataset(arrays: dict) -> CIFAR10:
+def _dataset(source: str | dict) -> CIFAR10:
+    """The child's data: from a data folder (its tensor cache, memory-mapped, is read in well under a second once the
+    server has loaded it: nothing large crosses the pipe), or from arrays sent along."""
+    if isinstance(source, str):
+        return load_cifar10(source)
     train_split, test_split = (Split(torch.from_numpy(images), torch.from_numpy(labels)) for images, labels in
-                               (arrays["train"], arrays["test"]))
-    return CIFAR10(train_split, test_split, arrays["source"])
+                               (source["train"], source["test"]))
+    return CIFAR10(train_split, test_split, source["source"])
 
 
 class _StopOrOrphaned:
@@ -145,25 +200,29 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _training_process(config, arrays, resume, folder: Path, meta: dict, threads: int, events, stop, parent_pid: int) -> None:
-    """The child: train, sending every event, and each checkpoint's bytes, to the parent."""
+def _training_process(config, data_source, resume, folder: Path, meta: dict, threads: int, nice: int, pipe, stop,
+                      parent_pid: int) -> None:
+    """The child: train, sending the parent ("event", Event), ("checkpoint", bytes, epoch or None), then ("outcome", ...)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle: it asks to stop
+    if nice:
+        os.nice(nice)  # every core trains, and the server's pages still come first when they need the CPU
     torch.set_num_threads(threads)
     try:
         def save(model_state, training_state, metrics):
-            # The server writes it, after the events before it: a checkpoint is never ahead of metrics.json.
-            events.send({"event": "checkpoint", "data": checkpoint_bytes(model_state, {**meta, "metrics": metrics}, training_state)})
+            # The server writes them, after the events before them: a checkpoint is never ahead of metrics.json.
+            checkpoint_meta = {**meta, "metrics": metrics}
+            pipe.send(("checkpoint", checkpoint_bytes(model_state, checkpoint_meta, training_state), None))
+            if metrics["reason"] == "epoch":
+                epoch = round(metrics["epoch"])
+                pipe.send(("checkpoint", checkpoint_bytes(model_state, checkpoint_meta), epoch))
 
-        def send(event: dict) -> None:
-            events.send({**event, "training_pid": os.getpid()} if event["event"] == "start" else event)
-
-        result = train(config, _dataset(arrays), on_event=send, stop=_StopOrOrphaned(stop, parent_pid),
-                       resume=resume, on_checkpoint=save)
-        events.send({"event": "outcome", "state": STOPPED if result.stopped else FINISHED, "error": None})
+        result = train(config, _dataset(data_source), on_event=lambda event: pipe.send(("event", event)),
+                       stop=_StopOrOrphaned(stop, parent_pid), resume=resume, on_checkpoint=save)
+        pipe.send(("outcome", STOPPED if result.stopped else FINISHED, None))
     except Exception as exc:  # noqa: BLE001 - the parent marks the run failed with this message
-        events.send({"event": "outcome", "state": FAILED, "error": failure_message(exc, folder)})
-    events.close()
+        pipe.send(("outcome", FAILED, failure_message(exc, folder)))
+    pipe.close()
     # Everything is written (the checkpoint atomically, the events into the pipe): skip the interpreter's
     # teardown, which takes torch most of a second, so that Stop is quick.
     sys.stdout.flush()
@@ -172,7 +231,7 @@ def _training_process(config, arrays, resume, folder: Path, meta: dict, threads:
 
 
 class _ActiveRun:
-    """The one run this process is training; its fields change only under self.lock."""
+    """The one run this process is training; its snapshot changes only under self.lock."""
 
     def __init__(self, snapshot: RunSnapshot):
         self.lock = threading.Lock()
@@ -180,26 +239,33 @@ class _ActiveRun:
         self.stop = _PROCESSES.Event()  # set by the server, read by the training process
         self.thread: threading.Thread | None = None
         self.last_flush = 0.0
+        self.run_lock = None  # the flock on the run folder, held while this process trains it
 
     def copy(self) -> RunSnapshot:
         with self.lock:
-            s = self.snapshot
-            return RunSnapshot(s.id, s.folder, s.state, dict(s.config), s.created, list(s.steps), list(s.epochs),
-                               dict(s.progress), s.error, s.test_accuracy)
+            return self.snapshot.copy()
 
 
 class RunRegistry:
-    """Starts, stops, resumes and lists runs in runs_dir; at most one trains at a time in this process."""
+    """Starts, stops, resumes and lists runs in runs_dir; at most one trains at a time in this process.
 
-    def __init__(self, runs_dir: Path | str, load_data: Callable[[], CIFAR10], threads: int | None = None, data_source: str = ""):
+    load_data gives the dataset (the app's waits for its background load). With data_dir, the training process
+    reads that folder's tensor cache itself; without, the data is sent to it as arrays. threads: the training
+    process's CPU threads (default: every core); nice: how much it yields the CPU to this process's own work.
+    """
+
+    def __init__(self, runs_dir: Path | str, load_data: Callable[[], CIFAR10], threads: int | None = None, data_source: str = "",
+                 data_dir: Path | str | None = None, nice: int = 0):
         self.runs_dir = Path(runs_dir)
         self.load_data = load_data
         self.threads = threads or default_threads()
         self.data_source = data_source
+        self.data_dir = str(data_dir) if data_dir is not None else None
+        self.nice = nice
         self._lock = threading.RLock()  # resume() reads a snapshot while holding it
         self._active: _ActiveRun | None = None
         # A server or CLI that exits mid-run stops it cleanly (a last checkpoint, state "stopped") instead of
-        # tearing the training thread down inside torch.
+        # tearing the training down inside torch.
         atexit.register(self.stop, timeout=10)
 
     # -- starting and stopping -------------------------------------------------------------------
@@ -209,14 +275,13 @@ class RunRegistry:
         config.validate()
         with self._lock:
             self._refuse_if_busy()
-            run_id = self._new_id(config.preset)
-            folder = self.runs_dir / run_id
             try:
-                folder.mkdir(parents=True)
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+                run_id, folder = self._new_folder(config.preset)
                 write_json(folder / "config.json", {"config": config.to_dict(), "created": _now()})
             except OSError as error:
                 raise RunError(f"cannot write the runs folder {self.runs_dir}: {error.strerror or error}") from None
-            snapshot = RunSnapshot(run_id, folder, LOADING, config.to_dict(), _now())
+            snapshot = RunSnapshot(run_id, folder, LOADING, config.to_dict(), _now(), Progress(epochs=config.epochs))
             self._launch(snapshot, config, resume=None)
             return run_id
 
@@ -238,9 +303,9 @@ class RunRegistry:
             config = TrainConfig.from_dict(snapshot.config)
             step = entry["training"]["step"]
             # Drop what was logged after the checkpoint: those steps are trained again, identically.
-            snapshot.steps = [e for e in snapshot.steps if e["step"] <= step]
-            snapshot.epochs = [e for e in snapshot.epochs if e["step"] <= step]
-            snapshot.progress["step"] = step
+            snapshot.steps = [e for e in snapshot.steps if e.step <= step]
+            snapshot.epochs = [e for e in snapshot.epochs if e.step <= step]
+            snapshot.progress.step = step
             snapshot.state, snapshot.error = LOADING, None
             self._launch(snapshot, config, resume=entry)
             return run_id
@@ -266,20 +331,27 @@ class RunRegistry:
         if self._active is not None and self._active.thread is not None and self._active.thread.is_alive():
             raise RunInProgress(self._active.snapshot.id)
 
-    def _new_id(self, preset: str) -> str:
+    def _new_folder(self, preset: str) -> tuple[str, Path]:
+        """A fresh run folder, named by when it started and its preset; created atomically (mkdir), so two
+        processes starting in the same second never share one."""
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_id, n = f"{stamp}-{preset}", 1
-        while (self.runs_dir / run_id).exists():
-            n += 1
-            run_id = f"{stamp}-{preset}-{n}"
-        return run_id
+        for n in range(1, 1000):
+            run_id = f"{stamp}-{preset}" if n == 1 else f"{stamp}-{preset}-{n}"
+            try:
+                (self.runs_dir / run_id).mkdir()
+                return run_id, self.runs_dir / run_id
+            except FileExistsError:
+                continue
+        raise RunError(f"cannot name a new run in {self.runs_dir}: too many started at {stamp}")
 
     def _launch(self, snapshot: RunSnapshot, config: TrainConfig, resume: dict | None) -> None:
         active = _ActiveRun(snapshot)
+        active.run_lock = _take_lock(snapshot.folder, snapshot.id)
         active.thread = threading.Thread(target=self._train, args=(active, config, resume), name=f"train-{snapshot.id}", daemon=True)
         try:
             self._flush(active, force=True)
         except OSError as error:
+            active.run_lock.close()
             raise RunError(f"cannot write to the run folder {snapshot.folder}: {error.strerror or error}") from None
         self._active = active
         active.thread.start()
@@ -302,22 +374,29 @@ class RunRegistry:
             self._flush(active, force=True)
         except OSError:
             pass  # the run folder itself is gone or unwritable; the in-memory snapshot still says what happened
+        active.run_lock.close()
 
     def _train_in_child(self, active: _ActiveRun, config: TrainConfig, resume: dict | None, data: CIFAR10) -> tuple[str, str | None]:
-        """Start the training process and relay its events until it ends; return the run's final state and error."""
+        """Start the training process and relay what it sends until it ends; return the run's final state and error.
+
+        Any failure to write the run's files ends the run as failed and stops the child: a relay that died would
+        leave the child blocked on a full pipe and the registry busy forever.
+        """
+        folder = active.snapshot.folder
         meta = {"normalization": NORMALIZATIONS[config.normalization], "recipe": config.to_dict(),
                 "run_id": active.snapshot.id, "data_source": self.data_source}
-        events, child_end = _PROCESSES.Pipe(duplex=False)
+        pipe, child_end = _PROCESSES.Pipe(duplex=False)
+        data_source = self.data_dir if self.data_dir is not None else _arrays(data)
         process = _PROCESSES.Process(
             target=_training_process, name=f"train-{active.snapshot.id}", daemon=True,
-            args=(config, _arrays(data), resume, active.snapshot.folder, meta, self.threads, child_end, active.stop, os.getpid()),
+            args=(config, data_source, resume, folder, meta, self.threads, self.nice, child_end, active.stop, os.getpid()),
         )
         process.start()
         child_end.close()  # only the child's copy stays open: reading ends (EOFError) when the child does
         started = False
         try:
             while True:
-                if not events.poll(0.05):
+                if not pipe.poll(0.05):
                     if active.stop.is_set() and not started:
                         # Stopped while the child still starts up (a second or two): it has written nothing yet, so
                         # end it now rather than make Stop wait for it.
@@ -325,41 +404,42 @@ class RunRegistry:
                         return STOPPED, None
                     continue
                 try:
-                    event = events.recv()
+                    message = pipe.recv()
                 except EOFError:  # it died without a word: killed (out of memory?) or crashed inside torch
                     process.join()
                     return FAILED, f"the training process ended unexpectedly (exit code {process.exitcode})"
                 started = True
-                if event["event"] == "outcome":
-                    return event["state"], event["error"]
-                if event["event"] == "checkpoint":
-                    try:
-                        write_checkpoint_bytes(active.snapshot.folder / "checkpoint.pt", event["data"])
-                    except OSError as exc:  # disk full, folder gone: the run cannot keep what it trains, so it ends
-                        process.kill()
-                        return FAILED, failure_message(exc, active.snapshot.folder)
-                    continue
-                self._on_event(active, event)
+                kind = message[0]
+                if kind == "outcome":
+                    return message[1], message[2]
+                try:
+                    if kind == "checkpoint":
+                        _, data_bytes, epoch = message
+                        path = folder / "checkpoint.pt" if epoch is None else folder / EPOCHS_FOLDER / f"epoch-{epoch:03d}.pt"
+                        write_checkpoint_bytes(path, data_bytes)
+                    else:
+                        self._on_event(active, message[1], process.pid)
+                except OSError as exc:  # disk full, folder gone or made read-only: the run cannot keep what it trains
+                    process.kill()
+                    return FAILED, failure_message(exc, folder)
         finally:
             process.join()
-            events.close()
+            pipe.close()
 
-    def _on_event(self, active: _ActiveRun, event: dict) -> None:
+    def _on_event(self, active: _ActiveRun, event: Event, training_pid: int) -> None:
         with active.lock:
             s = active.snapshot
-            s.state = RUNNING  # the child trains: its first event is "start"
-            if event["event"] == "step":
+            s.state = RUNNING  # the child trains: its first event is Start
+            s.last_event = time.time()
+            s.progress.apply(event)
+            if isinstance(event, Start):
+                s.progress.training_pid = training_pid
+            elif isinstance(event, Step):
                 s.steps.append(event)
-                s.progress.update(event)
-            elif event["event"] == "epoch":
+            elif isinstance(event, Epoch):
                 s.epochs.append(event)
-                s.test_accuracy = event["test_accuracy"]
-                s.progress.update(train_seconds=event["train_seconds"])
-            elif event["event"] == "start":
-                s.progress.update(event, epochs=s.config["epochs"])
-            elif event["event"] == "end":
-                s.progress.update(step=event["step"], train_seconds=event["train_seconds"])
-        self._flush(active, force=event["event"] != "step")
+                s.test_accuracy = event.test_accuracy
+        self._flush(active, force=not isinstance(event, Step))
 
     def _flush(self, active: _ActiveRun, force: bool) -> None:
         """Write status and metrics at most once per HEARTBEAT_SECONDS, and always when force."""
@@ -368,8 +448,8 @@ class RunRegistry:
             return
         active.last_flush = now
         s = active.copy()
-        write_json(s.folder / "metrics.json", {"steps": s.steps, "epochs": s.epochs})
-        write_json(s.folder / "status.json", {"state": s.state, "error": s.error, "progress": s.progress,
+        write_json(s.folder / "metrics.json", {"steps": [to_dict(e) for e in s.steps], "epochs": [to_dict(e) for e in s.epochs]})
+        write_json(s.folder / "status.json", {"state": s.state, "error": s.error, "progress": s.progress.to_dict(),
                                               "test_accuracy": s.test_accuracy, "pid": os.getpid(), "updated": time.time()})
 
     # -- reading ---------------------------------------------------------------------------------
@@ -385,6 +465,8 @@ class RunRegistry:
             return self._active is not None and self._active.thread is not None and self._active.thread.is_alive()
 
     def snapshot(self, run_id: str) -> RunSnapshot:
+        if not run_id or Path(run_id).name != run_id or run_id in (".", ".."):
+            raise RunError(f"{run_id!r} is not a run id (a folder name inside {self.runs_dir})")
         with self._lock:
             active = self._active
         if active is not None and active.snapshot.id == run_id:
@@ -408,31 +490,59 @@ class RunRegistry:
         config = read_json(folder / "config.json")
         if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
             raise RunError(f"{folder}: not a run folder (config.json missing or unreadable)")
-        # Status and metrics may be damaged (edited by hand, from another version): what is not as written reads as absent.
-        status, metrics = _dict(read_json(folder / "status.json")), _dict(read_json(folder / "metrics.json"))
-        state = status.get("state")
-        if state not in (FINISHED, STOPPED, FAILED, *LIVE_STATES):
-            state = INTERRUPTED
-        if state in LIVE_STATES:
-            # Live in another process that is still beating, or interrupted (killed, crashed, restarted).
-            updated = status.get("updated")
-            fresh = isinstance(updated, (int, float)) and time.time() - updated < STALE_AFTER_SECONDS
-            if status.get("pid") == os.getpid() or not (_pid_alive(status.get("pid")) and fresh):
-                state = INTERRUPTED
-        error, accuracy = status.get("error"), status.get("test_accuracy")
         created = config.get("created")
-        return RunSnapshot(folder.name, folder, state, config["config"], created if isinstance(created, str) else "",
-                           _events(metrics.get("steps")), _events(metrics.get("epochs")), _dict(status.get("progress")),
-                           error if isinstance(error, str) else None,
-                           accuracy if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else None)
+        snapshot = RunSnapshot(folder.name, folder, INTERRUPTED, config["config"], created if isinstance(created, str) else "",
+                               Progress(epochs=_whole(config["config"].get("epochs"))))
+        status, metrics = read_json(folder / "status.json"), read_json(folder / "metrics.json")
+        if status is None and metrics is None:
+            return snapshot  # killed before its first write: nothing trained, resumable if a checkpoint exists
+        try:
+            _read_status(snapshot, status)
+            _read_metrics(snapshot, metrics)
+        except EventError as error:
+            snapshot.state, snapshot.error = DAMAGED, f"its files are damaged ({error}); the other runs are not affected"
+            snapshot.steps, snapshot.epochs, snapshot.test_accuracy = [], [], None
+            snapshot.progress = Progress(epochs=snapshot.progress.epochs)
+            return snapshot
+        if snapshot.state in LIVE_STATES and not _locked_elsewhere(folder):
+            snapshot.state = INTERRUPTED  # it was live in a process that is gone (killed, crashed, restarted)
+        return snapshot
 
 
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
+def measured_rate(runs: list[RunSnapshot], config: TrainConfig) -> float | None:
+    """Images per second of the newest run trained with the same batch size and augmentation, for time estimates."""
+    for run in runs:
+        same = run.config.get("batch_size") == config.batch_size and run.config.get("augment") == config.augment
+        if same and not run.live and run.progress.images_per_second > 0:  # a live run's first seconds are no measure
+            return run.progress.images_per_second
+    return None
 
 
-def _events(value) -> list[dict]:
-    """Step or epoch events as written: dicts with a whole step number; anything else is dropped."""
-    if not isinstance(value, list):
-        return []
-    return [e for e in value if isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e.get("step"), bool)]
+def _whole(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _read_status(snapshot: RunSnapshot, status) -> None:
+    if not isinstance(status, dict):
+        raise EventError("status.json is not an object")
+    state, error, accuracy = status.get("state"), status.get("error"), status.get("test_accuracy")
+    if state not in (FINISHED, STOPPED, FAILED, *LIVE_STATES):
+        raise EventError(f"status.json: unknown state {state!r}")
+    if error is not None and not isinstance(error, str):
+        raise EventError("status.json: the error is not text")
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1):
+        raise EventError(f"status.json: test accuracy {accuracy!r} is not a fraction")
+    snapshot.state, snapshot.error, snapshot.test_accuracy = state, error, accuracy
+    progress = status.get("progress")
+    if isinstance(progress, dict) and (not progress or "event" in progress):
+        # Written by the version before typed progress: its start and latest step events merged into one dict.
+        fields_now = Progress(epochs=snapshot.progress.epochs).to_dict()
+        progress = {name: progress.get(name, default) for name, default in fields_now.items()}
+    snapshot.progress = Progress.from_dict(progress)
+
+
+def _read_metrics(snapshot: RunSnapshot, metrics) -> None:
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("steps"), list) or not isinstance(metrics.get("epochs"), list):
+        raise EventError("metrics.json does not hold lists of steps and epochs")
+    snapshot.steps = [from_dict(e, Step) for e in metrics["steps"]]
+    snapshot.epochs = [from_dict(e, Epoch) for e in metrics["epochs"]]

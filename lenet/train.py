@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
 from .data import CIFAR10, train_validation_split
-from .inference import NORMALIZATIONS, accuracy, normalization_tensors, normalize, pick_device
+from .events import End, Epoch, Event, Start, Step
+from .inference import DEVICES, NORMALIZATIONS, accuracy, available_devices, normalization_tensors, normalize, pick_device
 from .model import LeNet5
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -24,63 +25,106 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 
 
 class ConfigError(ValueError):
-    """A hyperparameter is out of range; the message says which and what is allowed."""
+    """A setting is out of range; the message says, in plain words, which one and what is allowed."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def option(default, label: str, help: str, *, low=None, high=None, choices=(), low_open=False, flag=None, advanced=False):
+    """A TrainConfig field with everything the CLI, the Train page and validation need to know about it, said once.
+
+    low/high bound numbers (low_open: low itself is refused); choices list the allowed strings; flag overrides the
+    command-line name (default --field-name); advanced options sit behind the page's "Advanced" expander.
+    """
+    meta = {"label": label, "help": help, "low": low, "high": high, "choices": tuple(choices), "low_open": low_open,
+            "flag": flag, "advanced": advanced}
+    return field(default=default, metadata=meta)
+
+
+MAX_EPOCHS = 1000
+MAX_BATCH = 8192
+
+
 @dataclass
 class TrainConfig:
-    preset: str = "walkthrough"
-    epochs: int = 2
-    batch_size: int = 4
-    optimizer: str = "sgd"
-    lr: float = 0.001
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant, onecycle (linear up then down) or cosine
-    warmup: float = 0.0  # fraction of all steps spent warming up (onecycle, cosine)
-    label_smoothing: float = 0.0
-    augment: bool = False  # random crop with crop_padding-pixel zero padding + horizontal flip, on whole batches
-    crop_padding: int = 4  # pixels of padding for augment's random crop; 0: flips only
-    normalization: str = "walkthrough"
-    train_subset: int = 0  # train on this many images (0: all), for quick demos
-    validation_size: int = 0  # hold this many training images out, to choose recipes without the test set
-    seed: int = 0
-    log_every: int = 0  # steps between loss reports; 0: about 100 per epoch
-    device: str = "auto"
+    """One training recipe: every option with its help and range (see option()), the walkthrough's values by default."""
+
+    preset: str = "walkthrough"  # the recipe this one started from; not an option of its own
+    epochs: int = option(2, "Epochs", "How many times the network sees every training image.", low=1, high=MAX_EPOCHS)
+    batch_size: int = option(4, "Batch size", "How many images the network looks at before each nudge of its weights.",
+                             low=1, high=MAX_BATCH)
+    optimizer: str = option("sgd", "Optimizer", "The rule that nudges the weights: SGD as in the walkthrough, or Adam.",
+                            choices=OPTIMIZERS)
+    lr: float = option(0.001, "Learning rate", "How big each nudge is (the peak, with a schedule). Too big and the loss explodes.",
+                       low=0, high=10, low_open=True)
+    momentum: float = option(0.9, "Momentum", "How much of the last nudge carries over into the next, like a rolling ball (SGD).",
+                             low=0, high=0.999)
+    nesterov: bool = option(False, "Nesterov momentum", "Look ahead along the momentum before measuring the slope (SGD).",
+                            advanced=True)
+    weight_decay: float = option(0.0, "Weight decay", "Pulls every weight a little towards zero at each step, against overfitting.",
+                                 low=0, high=1, advanced=True)
+    schedule: str = option("constant", "Learning-rate schedule",
+                           "constant; onecycle: up during the warm-up, then straight down to zero; cosine: down along a curve.",
+                           choices=SCHEDULES, advanced=True)
+    warmup: float = option(0.0, "Warm-up", "The share of all steps over which the learning rate climbs to its peak.",
+                           low=0, high=0.9, advanced=True)
+    label_smoothing: float = option(0.0, "Label smoothing", "Aim for 90% sure instead of 100% (at 0.1): a network less overconfident.",
+                                    low=0, high=0.9, advanced=True)
+    augment: bool = option(False, "Augment (crop and flip)",
+                           "Show each image shifted a little and mirrored at random, so the network cannot memorise pixels.",
+                           advanced=True)
+    crop_padding: int = option(4, "Crop padding (pixels)", "How far augmentation may shift an image; 0: flips only.",
+                               low=0, high=8, advanced=True)
+    normalization: str = option("walkthrough", "Normalization",
+                                "walkthrough: pixels to -1..1; cifar10: each colour to mean 0, spread 1 over the training images.",
+                                choices=tuple(NORMALIZATIONS), advanced=True)
+    train_subset: int = option(0, "Training images (0: all 50,000)",
+                               "Train on the first images of a fixed shuffle only: 5,000 make an epoch of a second or two.",
+                               low=0, high=50_000, flag="--subset")
+    validation_size: int = option(0, "Validation images held out",
+                                  "Keep this many training images aside to choose recipes without peeking at the test set.",
+                                  low=0, high=49_999, advanced=True)
+    seed: int = option(0, "Seed", "The same seed gives the same starting weights and shuffles, so the same run twice.",
+                       low=0, high=2**31 - 1)
+    log_every: int = option(0, "Log every (steps)", "Steps between points of the loss curve; 0: about 100 per epoch.",
+                            low=0, high=10**7, advanced=True)
+    device: str = option("auto", "Device", "Where to train: auto picks a GPU when there is one.", choices=DEVICES, advanced=True)
+
+    @classmethod
+    def options(cls) -> list[Field]:
+        """The fields a person sets (all but preset), in order, each with its metadata."""
+        return [f for f in fields(cls) if f.metadata]
+
+    def problems(self, train_images: int = 50_000) -> dict[str, str]:
+        """Every out-of-range setting -> a sentence a person understands; empty when all are sound."""
+        found = {}
+        for f in self.options():
+            problem = _problem(f, getattr(self, f.name))
+            if problem:
+                found[f.name] = problem
+        if "batch_size" not in found and not {"train_subset", "validation_size"} & set(found):
+            available = min(self.train_subset or train_images, train_images - self.validation_size)
+            if self.batch_size > available:
+                found["batch_size"] = (f"Batch size must be at most the {available:,} images that train "
+                                       f"(you entered {self.batch_size:,}).")
+        if "validation_size" not in found and self.validation_size >= train_images:
+            found["validation_size"] = f"Validation images must be fewer than the {train_images:,} training images."
+        if "device" not in found and self.device not in available_devices():
+            found["device"] = f"Device {self.device} is not on this machine: choose one of {', '.join(available_devices())}."
+        if "train_subset" not in found and self.train_subset > train_images:
+            found["train_subset"] = f"Training images must be at most the {train_images:,} there are (you entered {self.train_subset:,})."
+        return found
 
     def validate(self, train_images: int = 50_000) -> "TrainConfig":
-        """Raise ConfigError naming the first nonsensical value; return self when all are sound."""
-
-        def number(name, low, high, integer=False, low_open=False):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
-                raise ConfigError(f"{name} must be {'a whole number' if integer else 'a number'}, got {value!r}")
-            if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-                raise ConfigError(f"{name} must be {'above' if low_open else 'at least'} {low} and at most {high}, got {value!r}")
-
-        number("epochs", 1, 1000, integer=True)
-        number("lr", 0, 10, low_open=True)
-        number("momentum", 0, 0.999)
-        number("weight_decay", 0, 1)
-        number("warmup", 0, 0.9)
-        number("label_smoothing", 0, 0.9)
-        number("crop_padding", 0, 8, integer=True)
-        number("seed", 0, 2**31 - 1, integer=True)
-        number("log_every", 0, 10**7, integer=True)
-        number("validation_size", 0, train_images - 1, integer=True)
-        number("train_subset", 0, train_images, integer=True)
-        available = min(self.train_subset or train_images, train_images - self.validation_size)
-        number("batch_size", 1, max(1, min(available, 8192)), integer=True)
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("normalization", NORMALIZATIONS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ConfigError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        """Raise ConfigError for the first setting out of range; return self when all are sound."""
+        for name, problem in self.problems(train_images).items():
+            raise ConfigError(problem, name)
         return self
 
     def to_dict(self) -> dict:
@@ -93,6 +137,25 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def _problem(option_field: Field, value) -> str | None:
+    """What is wrong with one option's value, in words, or None."""
+    meta, kind = option_field.metadata, option_field.type
+    label = meta["label"].split(" (")[0]
+    if meta["choices"]:
+        return None if value in meta["choices"] else f"{label} must be one of {', '.join(meta['choices'])} (got {value!r})."
+    if kind is bool:
+        return None if isinstance(value, bool) else f"{label} must be on or off (got {value!r})."
+    whole = kind is int
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):
+        return f"{label} must be {'a whole number' if whole else 'a number'} (got {value!r})."
+    low, high = meta["low"], meta["high"]
+    if not math.isfinite(value) or value < low or value > high or (meta["low_open"] and value == low):
+        bound = f"above {low:g}" if meta["low_open"] else f"from {low:,}" if whole else f"from {low:g}"
+        top = f"{high:,}" if whole else f"{high:g}"
+        return f"{label} must be {bound} {'to' if not meta['low_open'] else 'and at most'} {top} (you entered {value:g})."
+    return None
 
 
 PRESETS = {
@@ -173,145 +236,208 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     return cls(groups, lr=config.lr)
 
 
+FALLBACK_IMAGES_PER_SECOND = {4: 1_500, 32: 4_000, MAX_BATCH: 8_000}  # 2 CPU cores, by batch size up to the key
+
+
+def estimated_seconds(config: TrainConfig, measured_images_per_second: float | None = None, train_images: int = 50_000) -> float:
+    """About how long a run will train: its images at a rate measured on this machine (a past run's), else a rough one."""
+    rate = measured_images_per_second or next(r for size, r in sorted(FALLBACK_IMAGES_PER_SECOND.items()) if config.batch_size <= size)
+    images = min(config.train_subset or train_images, train_images - config.validation_size)
+    testing = 0.5  # seconds to test after each epoch, on 10,000 images
+    return config.epochs * (images / rate + testing)
+
+
 def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+class Stopwatch:
+    """Seconds of training: what earlier sessions of a resumed run trained, plus this one's, less evaluation."""
+
+    def __init__(self, before: float = 0.0):
+        self.before = before
+        self.started = time.perf_counter()
+        self.paused = 0.0
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        """Time inside the block (testing after an epoch) is not training time."""
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - tick
+
+    @property
+    def here(self) -> float:
+        """Seconds trained in this process."""
+        return time.perf_counter() - self.started - self.paused
+
+    @property
+    def total(self) -> float:
+        return self.before + self.here
 
 
 @dataclass
 class TrainResult:
     model: LeNet5
-    history: list[dict]  # every event, in order
+    history: list[Event]  # every event, in order
     test_accuracy: float | None
     train_seconds: float
     stopped: bool
 
 
+class _Loop:
+    """One training: the model and optimizer, where it stands (step, running loss) and how it reports.
+
+    train() below drives it; each method does one thing: an epoch, a step, a logged point, a checkpoint.
+    """
+
+    def __init__(self, config: TrainConfig, data: CIFAR10, device: torch.device, emit: Callable[[Event], None]):
+        self.config, self.device, self.emit = config, device, emit
+        # Which images train: a seeded held-out validation set first, then an optional subset.
+        train_idx, val_idx = train_validation_split(len(data.train), config.validation_size, config.seed)
+        if config.train_subset:
+            train_idx = train_idx[: config.train_subset]
+        self.images, self.labels = data.train.images[train_idx].to(device), data.train.labels[train_idx].to(device)
+        self.validation = data.train.subset(val_idx) if config.validation_size else None
+        self.test_split = data.test
+        self.normalization = NORMALIZATIONS[config.normalization]
+        self.mean_std = normalization_tensors(self.normalization, device)  # made once: at batch 4 that is a tenth of a step
+
+        torch.manual_seed(config.seed)
+        self.model = LeNet5().to(device)
+        self.optimizer = make_optimizer(config, self.model)
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.steps_per_epoch = math.ceil(len(self.labels) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.log_every = config.log_every or max(1, round(self.steps_per_epoch / 100))
+        self.step = 0
+        self.running_loss, self.running_count = torch.zeros((), device=device), 0
+        self.images_seen = 0  # in this process, for images per second
+        self.test_accuracy: float | None = None
+        self.clock = Stopwatch()
+
+    def resume_from(self, resume: dict) -> None:
+        """A checkpoint's weights and "training" entry: the run goes on exactly where it stopped."""
+        training = resume["training"]
+        self.model.load_state_dict(resume["model"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.step = training["step"]
+        self.clock = Stopwatch(before=training.get("train_seconds", 0.0))
+        # The running loss goes along, so a resumed run reports exactly the losses an unbroken one would.
+        self.running_loss += training.get("running_loss", 0.0)
+        self.running_count = training.get("running_count", 0)
+
+    def epoch(self, epoch: int, stop) -> bool:
+        """Train the rest of one epoch (all of it, unless resumed inside it); False when stopped on the way."""
+        position = self.step - epoch * self.steps_per_epoch
+        seed = self.config.seed * 100_003 + epoch
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        # The epoch's images in its shuffled order, gathered once: each batch is then a slice, not a gather.
+        images, labels = self.images[order], self.labels[order]
+        size = self.config.batch_size
+        while position < self.steps_per_epoch:
+            if stop is not None and stop.is_set():
+                return False
+            batch = slice(position * size, (position + 1) * size)
+            self.train_step(images[batch], labels[batch])
+            position += 1
+            if self.step % self.log_every == 0 or position == self.steps_per_epoch:
+                self.log(epoch)
+        return True
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        config = self.config
+        if config.augment:
+            images = augment(images, torch.Generator().manual_seed(config.seed * 1_000_003 + self.step), pad=config.crop_padding)
+        if config.schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(config, self.step, self.total_steps)
+        loss = self.criterion(self.model(normalize(images, self.mean_std)), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        # Summed on the device, read back only when logged: a .item() per step would wait for every step.
+        self.running_loss += loss.detach()
+        self.running_count += 1
+        self.step += 1
+        self.images_seen += len(labels)
+
+    def log(self, epoch: int) -> None:
+        """A point of the loss curve: the mean loss since the last one."""
+        mean_loss = (self.running_loss / self.running_count).item()
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(
+                f"the loss became {mean_loss} at step {self.step}: training stopped. Lower the learning rate and start again."
+            )
+        rate = self.images_seen / max(self.clock.here, 1e-9)
+        left = (self.total_steps - self.step) * self.config.batch_size / max(rate, 1e-9)
+        self.emit(Step(epoch=epoch + 1, step=self.step, loss=mean_loss, lr=self.optimizer.param_groups[0]["lr"],
+                       images_per_second=rate, train_seconds=self.clock.total, seconds_left=left))
+        self.running_loss, self.running_count = torch.zeros((), device=self.device), 0
+
+    def test(self, epoch: int) -> None:
+        """After an epoch: test (and validation) accuracy, in evaluation time that the stopwatch leaves out."""
+        with self.clock.pause():
+            self.test_accuracy = accuracy(self.model, self.test_split.images, self.test_split.labels, self.normalization)
+            validation = self.validation
+            held_out = accuracy(self.model, validation.images, validation.labels, self.normalization) if validation else None
+        self.emit(Epoch(epoch=epoch + 1, step=self.step, test_accuracy=self.test_accuracy, train_seconds=self.clock.total,
+                        validation_accuracy=held_out))
+
+    def checkpoint(self, on_checkpoint, reason: str) -> None:
+        if on_checkpoint is None:
+            return
+        training = {"optimizer": self.optimizer.state_dict(), "step": self.step, "train_seconds": self.clock.total,
+                    "running_loss": self.running_loss.item(), "running_count": self.running_count}
+        metrics = {"epoch": self.step / self.steps_per_epoch, "step": self.step, "test_accuracy": self.test_accuracy, "reason": reason}
+        on_checkpoint(self.model.state_dict(), training, metrics)
+
+
 def train(
     config: TrainConfig,
     data: CIFAR10,
-    on_event: Callable[[dict], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     stop: threading.Event | None = None,
     resume: dict | None = None,
     on_checkpoint: Callable[[dict, dict, dict], None] | None = None,
 ) -> TrainResult:
     """Train LeNet-5 on data.train, testing on data.test after each epoch.
 
-    on_event(event) gets plain dicts: "start", "step" (loss every log_every steps), "epoch", "end".
+    on_event(event) gets the events of lenet.events: Start, Step (the loss every log_every steps), Epoch, End.
     on_checkpoint(model_state, training_state, metrics) is called after each epoch and when stopped.
     stop is checked every step. resume is a checkpoint's "training" entry plus its "model" weights.
     """
     config.validate(len(data.train))
     device = pick_device(config.device)
-    normalization = NORMALIZATIONS[config.normalization]
-    emit = on_event or (lambda event: None)
-    history: list[dict] = []
+    history: list[Event] = []
 
-    def publish(event: dict) -> None:
+    def emit(event: Event) -> None:
         history.append(event)
-        emit(event)
+        if on_event is not None:
+            on_event(event)
 
-    # Which images train: a seeded held-out validation set first, then an optional subset.
-    train_idx, val_idx = train_validation_split(len(data.train), config.validation_size, config.seed)
-    if config.train_subset:
-        train_idx = train_idx[: config.train_subset]
-    train_images = data.train.images[train_idx].to(device)
-    train_labels = data.train.labels[train_idx].to(device)
-    val_images, val_labels = data.train.images[val_idx], data.train.labels[val_idx]
-
-    torch.manual_seed(config.seed)
-    model = LeNet5().to(device)
-    mean_std = normalization_tensors(normalization, device)
-    optimizer = make_optimizer(config, model)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    n = len(train_labels)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    log_every = config.log_every or max(1, round(steps_per_epoch / 100))
-    step, elapsed_before = 0, 0.0
-    running_loss, running_count = torch.zeros((), device=device), 0
+    loop = _Loop(config, data, device, emit)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["training"]["optimizer"])
-        step = resume["training"]["step"]
-        elapsed_before = resume["training"].get("train_seconds", 0.0)
-        running_loss += resume["training"].get("running_loss", 0.0)
-        running_count = resume["training"].get("running_count", 0)
-    publish({"event": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "train_images": n,
-             "device": str(device), "threads": torch.get_num_threads(), "resumed_at_step": step})
-
-    model.train()
-    test_accuracy, stopped = None, False
-    started = time.perf_counter()
-    seen_since_start = 0
-
-    def train_seconds() -> float:
-        return elapsed_before + train_clock
-
-    def save(reason: str) -> None:
-        if on_checkpoint is not None:
-            # The running loss goes along, so a resumed run reports exactly the losses an unbroken one would.
-            training = {"optimizer": optimizer.state_dict(), "step": step, "train_seconds": train_seconds(),
-                        "running_loss": running_loss.item(), "running_count": running_count}
-            on_checkpoint(model.state_dict(), training,
-                          {"epoch": step / steps_per_epoch, "step": step, "test_accuracy": test_accuracy, "reason": reason})
+        loop.resume_from(resume)
+    emit(Start(total_steps=loop.total_steps, steps_per_epoch=loop.steps_per_epoch, train_images=len(loop.labels),
+               device=str(device), threads=torch.get_num_threads(), resumed_at_step=loop.step))
 
     # Below batches of 8, oneDNN's convolutions cost more to set up than they save: ATen's own make a step at
-    # batch 4 some 12% quicker on CPU (at 16 and up oneDNN is far faster, and evaluation keeps it).
-    onednn_for_training = torch.backends.mkldnn.enabled and not (device.type == "cpu" and config.batch_size < 8)
-    train_clock, eval_clock = 0.0, 0.0
-    while step < total_steps:
-        epoch, position = divmod(step, steps_per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)).to(device)
-        # The epoch's images in its shuffled order, gathered once: each batch is then a slice, not a gather.
-        epoch_images, epoch_labels = train_images[order], train_labels[order]
-        with onednn(onednn_for_training):
-            while position < steps_per_epoch:
-                if stop is not None and stop.is_set():
-                    stopped = True
-                    break
-                batch = slice(position * config.batch_size, (position + 1) * config.batch_size)
-                images, labels = epoch_images[batch], epoch_labels[batch]
-                if config.augment:
-                    images = augment(images, torch.Generator().manual_seed(config.seed * 1_000_003 + step), pad=config.crop_padding)
-                if config.schedule != "constant":
-                    for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(config, step, total_steps)
-                loss = criterion(model(normalize(images, mean_std)), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                running_loss += loss.detach()
-                running_count += 1
-                step += 1
-                position += 1
-                seen_since_start += len(labels)
-                if step % log_every == 0 or position == steps_per_epoch:
-                    mean_loss = (running_loss / running_count).item()
-                    if not math.isfinite(mean_loss):
-                        raise TrainingDiverged(
-                            f"the loss became {mean_loss} at step {step}: training stopped. Lower the learning rate and start again."
-                        )
-                    train_clock = time.perf_counter() - started - eval_clock
-                    rate = seen_since_start / max(train_clock, 1e-9)
-                    publish({"event": "step", "epoch": epoch + 1, "step": step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-                             "images_per_second": rate, "train_seconds": train_seconds(),
-                             "seconds_left": (total_steps - step) * config.batch_size / max(rate, 1e-9)})
-                    running_loss, running_count = torch.zeros((), device=device), 0
+    # batch 4 some 12% quicker on CPU. At 16 and up oneDNN is far faster, and testing (outside the switch) keeps it.
+    use_onednn = torch.backends.mkldnn.enabled and not (device.type == "cpu" and config.batch_size < 8)
+    loop.model.train()
+    stopped = False
+    while loop.step < loop.total_steps:
+        epoch = loop.step // loop.steps_per_epoch
+        with onednn(use_onednn):
+            stopped = not loop.epoch(epoch, stop)
         if stopped:
+            loop.checkpoint(on_checkpoint, "stopped")
             break
-        # The end of an epoch: test (and validation) accuracy, then a checkpoint.
-        tick = time.perf_counter()
-        test_accuracy = accuracy(model, data.test.images, data.test.labels, normalization)
-        event = {"event": "epoch", "epoch": epoch + 1, "step": step, "test_accuracy": test_accuracy}
-        if config.validation_size:
-            event["validation_accuracy"] = accuracy(model, val_images, val_labels, normalization)
-        eval_clock += time.perf_counter() - tick
-        train_clock = time.perf_counter() - started - eval_clock
-        event["train_seconds"] = train_seconds()
-        publish(event)
-        save("epoch")
-    train_clock = time.perf_counter() - started - eval_clock
-    if stopped:
-        save("stopped")
-    publish({"event": "end", "step": step, "stopped": stopped, "test_accuracy": test_accuracy, "train_seconds": train_seconds()})
-    return TrainResult(model=model.eval(), history=history, test_accuracy=test_accuracy, train_seconds=train_seconds(), stopped=stopped)
+        loop.test(epoch)
+        loop.checkpoint(on_checkpoint, "epoch")
+    emit(End(step=loop.step, stopped=stopped, test_accuracy=loop.test_accuracy, train_seconds=loop.clock.total))
+    return TrainResult(model=loop.model.eval(), history=history, test_accuracy=loop.test_accuracy,
+                       train_seconds=loop.clock.total, stopped=stopped)

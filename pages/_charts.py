@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from lenet.data import CLASSES
+from lenet.events import Epoch, Step
 
 CHANCE = 1 / len(CLASSES)
 MAX_POINTS = 1500
@@ -80,9 +81,10 @@ def parameters(rows: list[dict]) -> alt.Chart:
     return large(chart.properties(height=220))
 
 
-def loss_curve(steps: list[dict], steps_per_epoch: int) -> alt.Chart:
+def loss_curve(steps: list[Step], steps_per_epoch: int) -> alt.Chart:
     """Training loss per logged step, with an exponentially smoothed line over it."""
-    data = pd.DataFrame(steps, columns=["step", "epoch", "loss", "lr"])
+    data = pd.DataFrame({"step": [s.step for s in steps], "epoch": [s.epoch for s in steps], "loss": [s.loss for s in steps],
+                         "lr": [s.lr for s in steps]})
     data["epochs"] = data["step"] / max(1, steps_per_epoch)
     data["smoothed"] = data["loss"].ewm(alpha=0.15).mean()
     data = data.iloc[:: max(1, len(data) // MAX_POINTS)]  # a long run redrawn every second stays light for the browser
@@ -102,10 +104,11 @@ def loss_curve(steps: list[dict], steps_per_epoch: int) -> alt.Chart:
     return large((raw + smooth + points).properties(height=320))
 
 
-def accuracy_curve(epochs: list[dict], total_epochs: int) -> alt.Chart:
+def accuracy_curve(epochs: list[Epoch], total_epochs: int) -> alt.Chart:
     """Test (and validation, when held out) accuracy after each epoch, against chance."""
-    rows = [{"epoch": e["epoch"], "set": "test", "accuracy": e["test_accuracy"]} for e in epochs]
-    rows += [{"epoch": e["epoch"], "set": "validation", "accuracy": e["validation_accuracy"]} for e in epochs if "validation_accuracy" in e]
+    rows = [{"epoch": e.epoch, "set": "test", "accuracy": e.test_accuracy} for e in epochs]
+    held_out = [e for e in epochs if e.validation_accuracy is not None]
+    rows += [{"epoch": e.epoch, "set": "validation", "accuracy": e.validation_accuracy} for e in held_out]
     data = pd.DataFrame(rows, columns=["epoch", "set", "accuracy"])
     line = alt.Chart(data, title="Accuracy after each epoch").mark_line(point=alt.OverlayMarkDef(size=90), strokeWidth=3).encode(
         x=alt.X("epoch:Q", scale=alt.Scale(domain=[0, max(1, total_epochs)]), axis=alt.Axis(tickMinStep=1), title="epoch"),

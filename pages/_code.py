@@ -4,6 +4,15 @@ Every snippet runs as is (those that read CIFAR-10 download it into ./data the f
 shared pieces, so the network, the data loading and the imports are written once.
 """
 
+import streamlit as st
+
+
+def pytorch_code(code: str) -> None:
+    """The page's "PyTorch code" expander: a few lines of plain PyTorch doing what the page shows."""
+    with st.expander("PyTorch code", icon=":material/code:"):
+        st.code(code, language="python")
+
+
 IMPORTS = """\
 import torch
 import torch.nn as nn

@@ -5,18 +5,10 @@ import streamlit as st
 from lenet.data import CLASSES
 from lenet.predict import UNSURE_BELOW, Prediction
 from pages import _charts, _code
-from pages._shared import (
-    ANY,
-    choose_model,
-    classify_upload,
-    new_seed,
-    predict_tensor,
-    pytorch_code,
-    random_batch,
-    require_data,
-    through_router,
-    upscale,
-)
+from pages._code import pytorch_code
+from pages._images import upscale
+from pages._resources import ANY, choose_model, classify_upload, new_seed, predict_tensor, random_batch, require_data
+from pages._router import through_router
 
 through_router()
 

@@ -6,20 +6,10 @@ import streamlit as st
 from lenet.data import CLASSES
 from lenet.inference import NORMALIZATIONS, normalize
 from pages import _charts, _code
-from pages._shared import (
-    ANY,
-    dataset_service,
-    displayable,
-    labelled_grid,
-    new_seed,
-    pytorch_code,
-    random_batch,
-    require_data,
-    through_router,
-    to_pil,
-    upscale,
-    walkthrough_grid,
-)
+from pages._code import pytorch_code
+from pages._images import labelled_grid, stretched, to_pil, upscale, walkthrough_grid
+from pages._resources import ANY, dataset_service, new_seed, random_batch, require_data
+from pages._router import through_router
 
 through_router()
 
@@ -80,7 +70,7 @@ original, normalized, ranges = st.columns([1, 1, 2], gap="large")
 with original:
     st.image(upscale(to_pil(before), 256), caption=f"{names[0]}: pixels 0 to 255")
 with normalized:
-    st.image(upscale(to_pil(displayable(after)), 256), caption=f"normalized ({after.min():.2f} to {after.max():.2f}), rescaled to show")
+    st.image(upscale(stretched(after), 256), caption=f"normalized ({after.min():.2f} to {after.max():.2f}), rescaled to show")
 with ranges:
     st.dataframe(
         pd.DataFrame(

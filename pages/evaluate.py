@@ -4,7 +4,10 @@ import streamlit as st
 
 from lenet.data import CLASSES
 from pages import _charts, _code
-from pages._shared import ANY, choose_model, evaluation, labelled_grid, pytorch_code, read_card, require_data, through_router
+from pages._code import pytorch_code
+from pages._images import labelled_grid
+from pages._resources import ANY, choose_model, evaluation, read_card, require_data
+from pages._router import through_router
 
 through_router()
 

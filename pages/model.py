@@ -6,7 +6,10 @@ import streamlit as st
 from lenet.model import layer_summary
 from lenet.train import PRESETS
 from pages import _charts, _code
-from pages._shared import choose_model, displayable, labelled_grid, pytorch_code, through_router
+from pages._code import pytorch_code
+from pages._images import stretched, upscale
+from pages._resources import choose_model
+from pages._router import through_router
 
 through_router()
 
@@ -65,7 +68,6 @@ st.header("What the first layer learned")
 st.markdown("The six 5 × 5 filters of conv1, each scaled to show its range: a trained network's are edges and colour contrasts.")
 loaded = choose_model(key="filters-model")
 if loaded is not None:
-    filters = displayable(loaded.model.conv1.weight.detach())
-    st.image(labelled_grid(filters, [f"filter {i + 1}" for i in range(len(filters))], columns=6, tile=120))
+    st.image(upscale(stretched(loaded.model.conv1.weight, columns=6, padding=1), 720), caption="Filters 1 to 6, left to right")
 
 pytorch_code(_code.MODEL)

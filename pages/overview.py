@@ -6,17 +6,10 @@ from lenet.checkpoint import CheckpointError, default_checkpoint
 from lenet.data import CLASSES
 from lenet.service import READY
 from pages import _code
-from pages._shared import (
-    NO_MODEL,
-    dataset_service,
-    duration,
-    link,
-    loaded_model,
-    pytorch_code,
-    registry,
-    stated_accuracy,
-    through_router,
-)
+from pages._code import pytorch_code
+from pages._format import duration
+from pages._resources import NO_MODEL, dataset_service, loaded_model, registry, stated_accuracy
+from pages._router import link, through_router
 
 through_router()
 
@@ -81,8 +74,8 @@ def status() -> None:
         run = registry().active()
         if run is not None and run.live:
             progress = run.progress
-            st.metric("Training", f"epoch {progress.get('epoch', 0)} of {run.config['epochs']}")
-            st.caption(f"Run {run.id} · {run.state} · about {duration(progress.get('seconds_left'))} left")
+            st.metric("Training", f"epoch {progress.epoch} of {progress.epochs}")
+            st.caption(f"Run {run.id} · {run.state} · about {duration(progress.seconds_left)} left")
             link("train", "Watch it")
         else:
             st.metric("Training", "no run in progress")

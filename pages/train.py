@@ -1,7 +1,8 @@
 """Train: choose a recipe and start a run; watch its loss and accuracy live; open, stop and resume runs.
 
-The run trains in the registry's background thread, shared by every browser session: this page only starts,
-stops and draws it, so reloading, switching pages or opening a second browser shows the same run going on.
+The run trains in a child process that belongs to the server's registry, shared by every browser session: this page
+only starts, stops and draws it, so reloading, switching pages or opening a second browser shows the same run going on.
+The form is built from TrainConfig's own option metadata, as the command line's options are.
 """
 
 import time
@@ -9,10 +10,26 @@ import time
 import pandas as pd
 import streamlit as st
 
-from lenet.runs import INTERRUPTED, LOADING, STOPPED, RunError, RunInProgress, RunSnapshot
-from lenet.train import NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, ConfigError, TrainConfig, preset
+from lenet.inference import available_devices
+from lenet.runs import (
+    DAMAGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    LOADING,
+    RUNNING,
+    STOPPED,
+    RunError,
+    RunInProgress,
+    RunSnapshot,
+    measured_rate,
+)
+from lenet.train import PRESETS, ConfigError, TrainConfig, estimated_seconds, preset
 from pages import _charts, _code
-from pages._shared import dataset_service, duration, pytorch_code, registry, through_router
+from pages._code import pytorch_code
+from pages._format import duration, percent
+from pages._resources import dataset_service, registry, run_labels
+from pages._router import through_router
 
 through_router()
 
@@ -21,7 +38,9 @@ PRESET_NOTES = {
     "quick": "A live demo: larger batches, a one-cycle learning rate and label smoothing. Seconds per epoch.",
     "best": "The most LeNet-5 gives: augmentation, weight decay, 60 epochs. Around 75%; takes a while on a CPU.",
 }
-STATE_COLORS = {"running": "blue", LOADING: "blue", "finished": "green", STOPPED: "orange", INTERRUPTED: "orange", "failed": "red"}
+STATE_COLORS = {RUNNING: "blue", LOADING: "blue", FINISHED: "green", STOPPED: "orange", INTERRUPTED: "orange", FAILED: "red",
+                DAMAGED: "red"}
+CONFIRM_ABOVE_SECONDS = 5 * 60  # a run expected to take longer asks first: it holds the server's one training slot
 runs = registry()
 
 
@@ -29,54 +48,54 @@ def watch(run_id: str) -> None:
     st.session_state.run = run_id
 
 
+def option_widget(option, value, key: str):
+    """The widget for one TrainConfig option, from its metadata. Numbers have no bounds in the widget: an
+    out-of-range value reaches validation, which says in words what is wrong, instead of a silent red mark."""
+    meta = option.metadata
+    if option.type is bool:
+        return st.checkbox(meta["label"], value=value, help=meta["help"], key=key)
+    if meta["choices"]:
+        choices = available_devices() if option.name == "device" else meta["choices"]  # never offer a missing GPU
+        index = choices.index(value) if value in choices else 0
+        return st.selectbox(meta["label"], choices, index=index, help=meta["help"], key=key)
+    if option.type is int:
+        return st.number_input(meta["label"], value=int(value), step=1, help=meta["help"], key=key)
+    digits = 5 if option.name == "weight_decay" else 4 if option.name == "lr" else 3
+    return st.number_input(meta["label"], value=float(value), step=10 ** -min(digits, 3), format=f"%.{digits}f",
+                           help=meta["help"], key=key)
+
+
 def hyperparameters(defaults: TrainConfig, preset_name: str) -> dict:
     """The form's fields, filled with the preset's values (each preset keeps its own widgets)."""
-
-    def key(field: str) -> str:
-        return f"{field}-{preset_name}"
-
-    left, right = st.columns(2)
-    values = {
-        "epochs": left.number_input("Epochs", min_value=1, value=defaults.epochs, step=1, key=key("epochs")),
-        "batch_size": right.number_input("Batch size", min_value=1, value=defaults.batch_size, step=1, key=key("batch_size")),
-        "lr": left.number_input("Learning rate", min_value=0.0, value=float(defaults.lr), step=0.001, format="%.4f", key=key("lr")),
-        "momentum": right.number_input("Momentum", min_value=0.0, value=float(defaults.momentum), step=0.05, format="%.3f",
-                                       key=key("momentum")),
-        "optimizer": left.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(defaults.optimizer), key=key("optimizer")),
-        "seed": right.number_input("Seed", min_value=0, value=defaults.seed, step=1, key=key("seed")),
-        "train_subset": st.number_input(
-            "Training images (0: all 50,000)", min_value=0, value=defaults.train_subset, step=1000, key=key("train_subset"),
-            help="Train on the first images of a fixed shuffle only: 5,000 make a demo of a few seconds per epoch.",
-        ),
-    }
+    basic = [o for o in TrainConfig.options() if not o.metadata["advanced"]]
+    advanced = [o for o in TrainConfig.options() if o.metadata["advanced"]]
+    values = {}
+    columns = st.columns(2)
+    for i, option in enumerate(basic):
+        with columns[i % 2]:
+            values[option.name] = option_widget(option, getattr(defaults, option.name), f"{option.name}-{preset_name}")
     with st.expander("Advanced"):
-        left, right = st.columns(2)
-        values |= {
-            "nesterov": left.checkbox("Nesterov momentum", value=defaults.nesterov, key=key("nesterov")),
-            "augment": right.checkbox("Augment (crop + flip)", value=defaults.augment, key=key("augment")),
-            "weight_decay": left.number_input("Weight decay", min_value=0.0, value=float(defaults.weight_decay), step=1e-4, format="%.5f",
-                                              key=key("weight_decay")),
-            "label_smoothing": right.number_input("Label smoothing", min_value=0.0, value=float(defaults.label_smoothing), step=0.05,
-                                                  format="%.2f", key=key("label_smoothing")),
-            "schedule": left.selectbox("Learning-rate schedule", SCHEDULES, index=SCHEDULES.index(defaults.schedule), key=key("schedule")),
-            "warmup": right.number_input("Warm-up (share of steps)", min_value=0.0, value=float(defaults.warmup), step=0.05, format="%.2f",
-                                         key=key("warmup")),
-            "normalization": left.selectbox("Normalization", list(NORMALIZATIONS), index=list(NORMALIZATIONS).index(defaults.normalization),
-                                            key=key("normalization")),
-            "validation_size": right.number_input("Validation images held out", min_value=0, value=defaults.validation_size, step=1000,
-                                                  key=key("validation_size")),
-            "device": left.selectbox("Device", ["auto", "cpu", "cuda", "mps"], index=["auto", "cpu", "cuda", "mps"].index(defaults.device),
-                                     key=key("device")),
-        }
+        columns = st.columns(2)
+        for i, option in enumerate(advanced):
+            with columns[i % 2]:
+                values[option.name] = option_widget(option, getattr(defaults, option.name), f"{option.name}-{preset_name}")
     return values
 
 
-def start(preset_name: str, values: dict) -> None:
-    """Check the settings and the data, then start the run in the background; say why when it cannot start."""
+def start(preset_name: str, values: dict, confirmed: bool = False) -> None:
+    """Check the settings and the data, then start the run in the background; say in words why when it cannot start."""
     try:
-        config = preset(preset_name, **values).validate()
+        config = preset(preset_name, **values)
     except ConfigError as error:
         st.error(f"Not started: {error}", icon=":material/error:")
+        return
+    problems = config.problems()
+    if problems:
+        st.error("Not started. " + " ".join(problems.values()), icon=":material/error:")
+        return
+    seconds = estimated_seconds(config, measured_rate(runs.list_runs(), config))
+    if seconds > CONFIRM_ABOVE_SECONDS and not confirmed:
+        st.session_state["confirm"] = (preset_name, values)
         return
     service = dataset_service()
     if not service.start_loading():
@@ -92,35 +111,51 @@ def start(preset_name: str, values: dict) -> None:
         st.error(f"Not started: {error}", icon=":material/error:")
 
 
+def confirm_long_run() -> None:
+    """A run expected to take more than a few minutes asks before it takes the server's one training slot."""
+    preset_name, values = st.session_state["confirm"]
+    config = preset(preset_name, **values)
+    seconds = estimated_seconds(config, measured_rate(runs.list_runs(), config))
+    st.warning(f"This run would take about **{duration(seconds)}** ({config.epochs:,} epochs), and while it trains nobody "
+               "else on this server can start one. Start it anyway?", icon=":material/schedule:")
+    go, cancel = st.columns(2)
+    if go.button("Start anyway", key="confirm-start", icon=":material/play_arrow:", type="primary"):
+        del st.session_state["confirm"]
+        start(preset_name, values, confirmed=True)
+    if cancel.button("Cancel", key="confirm-cancel"):
+        del st.session_state["confirm"]
+        st.rerun()
+
+
 def progress_text(run: RunSnapshot) -> str:
     p = run.progress
-    epochs = run.config["epochs"]
     if run.state == LOADING:
         return "Loading CIFAR-10…"
     if run.live:
-        return (f"Epoch {p.get('epoch', 1)} of {epochs} · step {p.get('step', 0):,} of {p.get('total_steps', 0):,} · "
-                f"{p.get('images_per_second', 0):,.0f} images/s · about {duration(p.get('seconds_left'))} left")
-    return (f"{run.state.capitalize()} at step {p.get('step', 0):,} of {p.get('total_steps', 0):,} "
-            f"after {duration(p.get('train_seconds'))} of training")
+        return (f"Epoch {p.epoch} of {p.epochs} · step {p.step:,} of {p.total_steps:,} · "
+                f"{p.images_per_second:,.0f} images/s · about {duration(p.seconds_left)} left")
+    return f"{run.state.capitalize()} at step {p.step:,} of {p.total_steps:,} after {duration(p.train_seconds)} of training"
 
 
-def draw_run(run: RunSnapshot) -> None:
+def draw_run(run: RunSnapshot, label: str) -> None:
     """One run: its state, progress, numbers and curves, and the buttons that apply to it."""
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.subheader(f"Run {run.id}")
+        st.subheader(label)
         st.badge(run.state, color=STATE_COLORS.get(run.state, "gray"))
     if run.error:
-        st.error(f"This run failed: {run.error}", icon=":material/error:")
-    total = run.progress.get("total_steps") or 1
-    st.progress(min(1.0, run.progress.get("step", 0) / total), text=progress_text(run))
+        st.error(f"This run {'is damaged' if run.state == DAMAGED else 'failed'}: {run.error}", icon=":material/error:")
+    if run.stalled_for is not None:
+        st.warning(f"No progress for {duration(run.stalled_for)}: the training process may be stalled or starved of CPU.",
+                   icon=":material/hourglass_disabled:")
+    st.progress(run.progress.fraction, text=progress_text(run))
 
     accuracy, loss, speed, elapsed = st.columns(4)
-    previous = run.epochs[-2]["test_accuracy"] if len(run.epochs) > 1 else None
-    accuracy.metric("Test accuracy", f"{run.test_accuracy:.1%}" if run.test_accuracy is not None else "–",
-                    delta=f"{run.test_accuracy - previous:+.1%}" if previous is not None else None)
-    loss.metric("Loss (last logged)", f"{run.steps[-1]['loss']:.3f}" if run.steps else "–")
-    speed.metric("Images per second", f"{run.progress.get('images_per_second', 0):,.0f}")
-    elapsed.metric("Training time", duration(run.progress.get("train_seconds")))
+    previous = run.epochs[-2].test_accuracy if len(run.epochs) > 1 else None
+    accuracy.metric("Test accuracy", percent(run.test_accuracy),
+                    delta=f"{(run.test_accuracy - previous) * 100:+.1f} points" if previous is not None else None)
+    loss.metric("Loss (last logged)", f"{run.steps[-1].loss:.3f}" if run.steps else "–")
+    speed.metric("Images per second", f"{run.progress.images_per_second:,.0f}")
+    elapsed.metric("Training time", duration(run.progress.train_seconds))
 
     losses, accuracies = st.columns(2, gap="large")
     loss_spec, accuracy_spec = curves(run.id, curves_version(run), run)
@@ -134,7 +169,7 @@ def draw_run(run: RunSnapshot) -> None:
         if run.live and st.button("Stop", key="stop", icon=":material/stop_circle:", type="primary"):
             runs.stop(timeout=2.0)  # the loop checks every step; its last checkpoint is kept
             st.rerun()
-        resumable = run.state in (INTERRUPTED, STOPPED) and run.checkpoint is not None
+        resumable = run.state in (INTERRUPTED, STOPPED, FAILED) and run.checkpoint is not None
         if resumable and st.button("Resume", key="resume", icon=":material/resume:"):
             try:
                 runs.resume(run.id)
@@ -149,8 +184,8 @@ def draw_run(run: RunSnapshot) -> None:
 def curves(run_id: str, version: tuple, _run: RunSnapshot) -> tuple[dict | None, dict]:
     """The run's loss and accuracy charts, built once per version for every session watching: a classroom watching
     a live run would otherwise build them once a second each, and slow the training down."""
-    loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.get("steps_per_epoch", 1))) if _run.steps else None
-    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.epochs, _run.config["epochs"]))
+    loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.steps_per_epoch or 1)) if _run.steps else None
+    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.epochs, _run.progress.epochs))
 
 
 def curves_version(run: RunSnapshot) -> tuple:
@@ -160,12 +195,12 @@ def curves_version(run: RunSnapshot) -> tuple:
 
 
 @st.fragment(run_every=1.0)
-def live_run(run_id: str) -> None:
+def live_run(run_id: str, label: str) -> None:
     """The live run, redrawn every second from the registry; once it ends, the whole page is drawn again."""
     run = runs.snapshot(run_id)
     if not run.live:
         st.rerun()
-    draw_run(run)
+    draw_run(run, label)
 
 
 st.title(":material/model_training: Train")
@@ -186,11 +221,14 @@ with form_column:
         submitted = st.form_submit_button("Start training", key="start", icon=":material/play_arrow:", type="primary")
     if submitted:
         start(preset_name, values)
+    if "confirm" in st.session_state:
+        confirm_long_run()
     with st.expander("Compare the presets"):
         st.dataframe(pd.DataFrame({name: config.to_dict() for name, config in PRESETS.items()}).astype(str))
 
 with run_column:
     all_runs = runs.list_runs()
+    labels = run_labels(all_runs)
     active = runs.active()
     live_id = active.id if active is not None and active.live else None
     if not all_runs:
@@ -200,31 +238,31 @@ with run_column:
         if st.session_state.get("run") not in ids:
             watch(live_id or all_runs[0].id)
         if live_id and st.session_state.run != live_id:
-            st.info(f"Run {live_id} is training now.", icon=":material/hourglass_top:")
+            st.info(f"{labels.get(live_id, live_id)} is training now.", icon=":material/hourglass_top:")
             st.button("Watch it", icon=":material/visibility:", on_click=watch, args=(live_id,), key="watch-live")
-        run_id = st.selectbox("Run", ids, key="run", help="Its name is when it started and its preset")
+        run_id = st.selectbox("Run", ids, key="run", format_func=lambda i: labels.get(i, i),
+                              help="Runs are numbered in the order they started; each shows its preset and test accuracy")
         selected = next(run for run in all_runs if run.id == run_id)
         if selected.live:
-            live_run(run_id)
+            live_run(run_id, labels[run_id])
         else:
-            draw_run(selected)
+            draw_run(selected, labels[run_id])
 
 if all_runs:
     st.header("All runs")
     st.dataframe(
         pd.DataFrame(
             {
-                "run": [r.id for r in all_runs],
+                "run": [labels[r.id] for r in all_runs],
                 "state": ["training" if r.live else r.state for r in all_runs],  # its details, live, are above
-                "preset": [r.config.get("preset") for r in all_runs],
                 "epochs": [f"{len(r.epochs)} of {r.config.get('epochs')}" for r in all_runs],
-                "test accuracy": [r.test_accuracy for r in all_runs],
-                "training time": [duration(r.progress.get("train_seconds")) for r in all_runs],
-                "created": [r.created for r in all_runs],
+                "test accuracy": [percent(r.test_accuracy) for r in all_runs],
+                "training time": [duration(r.progress.train_seconds) if r.progress.train_seconds else "–" for r in all_runs],
+                "started": [r.created.replace("T", " ")[:16] for r in all_runs],
+                "folder": [r.id for r in all_runs],
             }
         ),
         hide_index=True,
-        column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
     )
     st.caption("Open a run with the **Run** box above; stopped and interrupted runs can be resumed from their last checkpoint.")
 

@@ -19,12 +19,12 @@ from streamlit.testing.v1 import AppTest
 
 from lenet.checkpoint import save_checkpoint
 from lenet.data import CLASSES
-from lenet.inference import NORMALIZATIONS
+from lenet.inference import NORMALIZATIONS, available_devices
 from lenet.model import LeNet5
 from lenet.runs import LIVE_STATES, STOPPED
 from lenet.service import BUSY, ERROR
 from lenet.train import preset, train
-from pages import _code, _shared
+from pages import _code, _resources
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ["overview", "dataset", "model", "train", "evaluate", "classify"]
@@ -56,7 +56,7 @@ def env(monkeypatch, tmp_path, cifar_dir, checkpoint):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     yield values
-    registry = _shared._registry(os.environ["LENET_RUNS"], os.environ["LENET_DATA"])
+    registry = _resources._registry(os.environ["LENET_RUNS"], os.environ["LENET_DATA"])
     registry.stop()
     registry.wait(30)
 
@@ -72,7 +72,7 @@ def no_data(env, tmp_path, monkeypatch):
 def open_page(name: str) -> AppTest:
     """The app as a browser opens it, on the named page, once the dataset service is done (loaded, absent or failed)."""
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    until(lambda: not _shared.dataset_service().status().busy)
+    until(lambda: not _resources.dataset_service().status().busy)
     at.switch_page(f"pages/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -135,8 +135,8 @@ def test_every_page_renders_without_a_dataset(no_data, name):
 def test_training_without_a_dataset_says_so_and_starts_nothing(no_data):
     at = open_page("train")
     at.button(key="start").click().run()
-    assert [e.value for e in at.error] == [f"Not started: {_shared.dataset_service().status().message}"]
-    assert "No CIFAR-10" in at.error[0].value and _shared.registry().list_runs() == []
+    assert [e.value for e in at.error] == [f"Not started: {_resources.dataset_service().status().message}"]
+    assert "No CIFAR-10" in at.error[0].value and _resources.registry().list_runs() == []
 
 
 @pytest.mark.parametrize("name", ["overview", "model", "evaluate", "classify"])
@@ -144,7 +144,7 @@ def test_pages_say_how_to_get_a_model_when_there_is_none(no_data, tmp_path, monk
     monkeypatch.setenv("LENET_CHECKPOINT", str(tmp_path / "not-shipped-yet.pt"))
     at = open_page(name)
     assert not at.error, [e.value for e in at.error]
-    assert _shared.NO_MODEL in text(at)
+    assert _resources.NO_MODEL in text(at)
 
 
 def test_download_without_network_says_so(no_data, monkeypatch):
@@ -154,9 +154,9 @@ def test_download_without_network_says_so(no_data, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", f"http://127.0.0.1:{port}/cifar-10-python.tar.gz")
     at = open_page("dataset")
     next(b for b in at.button if b.label == "Download CIFAR-10 (170 MB)").click().run()
-    until(lambda: _shared.dataset_service().status().state not in BUSY)
+    until(lambda: _resources.dataset_service().status().state not in BUSY)
     at.run()
-    assert _shared.dataset_service().status().state == ERROR
+    assert _resources.dataset_service().status().state == ERROR
     assert len(at.error) == 1 and "Could not download CIFAR-10" in at.error[0].value
     assert not at.exception
 
@@ -173,12 +173,35 @@ def test_the_dataset_page_shuffles_and_filters(env):
     assert not at.exception and not at.error
 
 
-def test_bad_settings_are_refused_before_any_run_starts(env):
+@pytest.mark.parametrize(
+    "key, value, sentence",
+    [
+        ("lr-quick", 0.0, "Learning rate must be above 0 and at most 10 (you entered 0)."),
+        ("lr-quick", -1.0, "Learning rate must be above 0 and at most 10 (you entered -1)."),
+        ("epochs-quick", 0, "Epochs must be from 1 to 1,000 (you entered 0)."),
+        ("batch_size-quick", 0, "Batch size must be from 1 to 8,192 (you entered 0)."),
+        ("momentum-quick", 1.5, "Momentum must be from 0 to 0.999 (you entered 1.5)."),
+    ],
+)
+def test_each_refused_value_says_why_in_words_and_nothing_starts(env, key, value, sentence):
     at = open_page("train")
-    at.number_input(key="lr-quick").set_value(0.0)
+    at.number_input(key=key).set_value(value)
     at.button(key="start").click().run()
-    assert [e.value for e in at.error] == ["Not started: lr must be above 0 and at most 10, got 0.0"]
-    assert _shared.registry().list_runs() == []
+    assert [e.value for e in at.error] == [f"Not started. {sentence}"]
+    assert _resources.registry().list_runs() == []
+
+
+def test_a_run_of_a_thousand_epochs_asks_before_it_takes_the_training_slot(env):
+    at = open_page("train")
+    at.number_input(key="epochs-quick").set_value(1000)
+    at.button(key="start").click().run()
+    question = [w.value for w in at.warning if "Start it anyway?" in w.value]
+    assert len(question) == 1 and " h " in question[0], [w.value for w in at.warning]  # the time it would take, in hours
+    assert _resources.registry().list_runs() == []
+    at.button(key="confirm-cancel").click().run()
+    assert not [w for w in at.warning if "Start it anyway?" in w.value] and _resources.registry().list_runs() == []
+    # The devices offered are the ones this machine has.
+    assert at.selectbox(key="device-quick").options == list(available_devices())
 
 
 def test_start_stop_and_resume_a_run_through_the_widgets(env):
@@ -187,7 +210,7 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     at.number_input(key="epochs-quick").set_value(200)
     at.button(key="start").click().run()
     assert not at.exception and not at.error
-    registry = _shared.registry()
+    registry = _resources.registry()
     run = registry.active()
     assert run is not None and run.state in LIVE_STATES and at.selectbox(key="run").value == run.id
     until(lambda: registry.snapshot(run.id).steps)
@@ -222,7 +245,7 @@ def test_an_uploaded_photo_gets_probabilities_and_a_non_image_a_message(env):
 
     at.file_uploader(key="upload").set_value(("notes.jpg", b"these are notes, not a photo", "image/jpeg")).run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["notes.jpg: not an image PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF or PPM)"]
+    assert [e.value for e in at.error] == ["`notes.jpg`: not an image PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF or PPM)"]
 
 
 def test_a_camera_photo_is_classified(env):
@@ -250,7 +273,7 @@ def test_a_test_image_is_classified_with_its_true_class(env):
 
 def test_the_evaluation_gallery_filters_to_a_pair(env, checkpoint):
     at = open_page("evaluate")
-    result = _shared.evaluation(_shared.loaded_model(checkpoint))
+    result = _resources.evaluation(_resources.loaded_model(checkpoint))
     # The model's most common mistake, and a pair it never predicts.
     mistakes = [(n, t, p) for t, row in enumerate(result.confusion) for p, n in enumerate(row) if t != p]
     count, true, predicted = max(mistakes)

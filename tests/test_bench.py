@@ -13,6 +13,7 @@ from PIL import Image
 
 from lenet import bench
 from lenet.data import CIFAR10, CLASSES, load_cifar10
+from lenet.events import Step
 from lenet.model import LeNet5
 from lenet.train import preset, train
 
@@ -111,7 +112,7 @@ def test_trainer_walkthrough_preset_equals_plain_loop():
     small = CIFAR10(train=subset, test=subset.subset(torch.arange(20)), source="subset")
     seed, epochs = 3, 2
     result = train(preset("walkthrough", seed=seed, epochs=epochs, log_every=1), small)
-    trainer_losses = torch.tensor([e["loss"] for e in result.history if e["event"] == "step"])
+    trainer_losses = torch.tensor([e.loss for e in result.history if isinstance(e, Step)])
 
     # The walkthrough's loop in plain PyTorch, fed the same images in the same order.
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])

@@ -1,8 +1,13 @@
-"""Checkpoints: they round-trip, never run code when read, refuse anything that is not LeNet-5 on CIFAR-10, and are written atomically."""
+"""Checkpoints: they round-trip, never run code when read, refuse anything that is not LeNet-5 on CIFAR-10, and are written atomically.
 
+The walkthrough's bare state_dict loads too (from a file or from memory), with its preprocessing assumed and said.
+"""
+
+import io
 import os
 import pickle
 import threading
+import zipfile
 
 import pytest
 import torch
@@ -12,9 +17,13 @@ from lenet.checkpoint import (
     MAX_CHECKPOINT_BYTES,
     CheckpointError,
     atomic_write,
+    default_checkpoint,
     load_checkpoint,
     load_model,
+    load_model_bytes,
+    probe_images,
     save_checkpoint,
+    validate_training,
 )
 from lenet.data import CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION
 from lenet.inference import normalize, predict_logits
@@ -239,7 +248,7 @@ def test_a_missing_normalization_key_is_refused(tmp_path):
 
 def test_other_torch_files_are_refused(tmp_path):
     cases = {
-        "bare-state-dict.pt": LeNet5().state_dict(),  # what torch.save(model.state_dict()) gives: no format, no metadata
+        "wrapped-state-dict.pt": {"model_state_dict": LeNet5().state_dict(), "epoch": 3},  # no format, not a bare state_dict
         "other-format.pt": {"format": "resnet/1", "model": LeNet5().state_dict(), "meta": {}},
         "no-meta.pt": {"format": FORMAT, "model": LeNet5().state_dict()},
         "a-list.pt": [1, 2, 3],
@@ -364,3 +373,263 @@ def test_threads_writing_one_file_at_once_never_leave_it_half_written(tmp_path):
     assert target.read_text() in contents
     assert seen <= set(contents)  # readers only ever saw one whole content
     assert [p.name for p in tmp_path.iterdir()] == ["shared.txt"]
+
+
+# -- the walkthrough's plain state_dict, from a file or from memory ------------------------------------------
+
+
+def test_a_bare_state_dict_loads_with_the_walkthroughs_preprocessing_assumed_and_said(tmp_path, cifar, one_thread):
+    model, _ = _trained(cifar)
+    path = tmp_path / "cifar_net.pth"
+    torch.save(model.state_dict(), path)  # the walkthrough's own save: no format, no metadata
+
+    loaded, meta = load_model(path)
+    assert meta["source"] == "state_dict" and "walkthrough" in meta["assumed"] and "0.5" in meta["assumed"]
+    assert meta["normalization"] == WALKTHROUGH_NORMALIZATION and meta["classes"] == list(CLASSES)
+    images = cifar.test.images[::100]
+    assert torch.equal(predict_logits(loaded, images, meta["normalization"]), predict_logits(model, images, WALKTHROUGH_NORMALIZATION))
+    entry = load_checkpoint(path)
+    assert entry["format"] == FORMAT and "training" not in entry
+
+
+def test_a_checkpoint_loads_from_bytes_and_from_file_objects_as_from_its_path(tmp_path, cifar, one_thread):
+    model, optimizer = _trained(cifar)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model.state_dict(), {"normalization": CIFAR10_NORMALIZATION, "recipe": preset("quick").to_dict()},
+                    {"optimizer": optimizer.state_dict(), "step": 5})
+    images = cifar.test.images[::100]
+    expected = predict_logits(model, images, CIFAR10_NORMALIZATION)
+    with open(path, "rb") as f:
+        sources = {"bytes": lambda: load_model_bytes(path.read_bytes(), "upload.pt"),
+                   "BytesIO": lambda: load_model(io.BytesIO(path.read_bytes()), name="upload.pt"),
+                   "open file": lambda: load_model(f)}
+        for how, load in sources.items():
+            loaded, meta = load()
+            assert torch.equal(predict_logits(loaded, images, meta["normalization"]), expected), how
+    assert load_checkpoint(path.read_bytes())["training"]["step"] == 5
+
+
+def _bytes_of(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _malicious_bytes(marker):
+    return _bytes_of(_malicious_entry(marker))
+
+
+UPLOADS = {
+    "a pickle with code": (lambda marker: _malicious_bytes(marker), "code or objects other than weights.*system"),
+    "a plain pickle with code": (lambda marker: pickle.dumps(_Payload(f"touch {marker}")), "refused unread.*system"),
+    "another network": (lambda marker: _bytes_of(_other_architecture()), "conv1.weight has shape"),
+    "another network's layers": (lambda marker: _bytes_of({"features.0.weight": torch.zeros(3), "classifier.weight": torch.zeros(2)}),
+                                 "not LeNet-5's.*unexpected layers.*features.0.weight"),
+    "a truncated file": (lambda marker: _bytes_of(LeNet5().state_dict())[:30_000], "damaged or truncated"),
+    "NaN weights": (lambda marker: _bytes_of(_nan_weights()), "fc2.weight holds NaN"),
+    "a text file": (lambda marker: b"conv1.weight = [0.1, 0.2]\n", "not a file torch.save writes"),
+    "a JPEG photo": (lambda marker: b"\xff\xd8\xff\xe0" + os.urandom(2000), "not a file torch.save writes"),
+    "nothing": (lambda marker: b"", "empty"),
+    "too many bytes": (lambda marker: bytes(MAX_CHECKPOINT_BYTES + 1), "far too large"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("case", UPLOADS)
+def test_an_upload_that_is_not_a_lenet5_is_refused_in_one_line_naming_it_and_runs_nothing(tmp_path, case):
+    make, complaint = UPLOADS[case]
+    marker = tmp_path / "pwned"
+    with pytest.raises(CheckpointError, match=complaint) as caught:
+        load_model_bytes(make(marker), "photo-or-model.pth")
+    message = str(caught.value)
+    assert message.startswith("photo-or-model.pth: ") and "\n" not in message and len(message) < 400
+    assert "weights_only" not in message
+    assert not marker.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing written to disk
+
+
+def test_the_upload_of_the_very_same_model_loads(tmp_path):
+    # The control for the test above: a well-formed state_dict upload loads, so the refusals above are about content.
+    model, meta = load_model_bytes(_bytes_of(LeNet5().state_dict()), "photo-or-model.pth")
+    assert isinstance(model, LeNet5) and meta["source"] == "state_dict"
+
+
+# -- size, tensors and answers --------------------------------------------------------------------------------
+
+
+def _rezip_deflated(data: bytes) -> bytes:
+    """The same archive with every entry compressed: what a hostile file does to look small."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info.filename))
+    return out.getvalue()
+
+
+def test_a_compressed_bomb_is_refused_from_its_zip_directory_before_loading(tmp_path):
+    state = {**LeNet5().state_dict(), "fc1.weight": torch.zeros(2**23)}  # 32 MB of zeros, deflated to a few KB
+    path = tmp_path / "small.pth"
+    path.write_bytes(_rezip_deflated(_bytes_of(state)))
+    assert path.stat().st_size < 100_000 < MAX_CHECKPOINT_BYTES  # the file itself passes the size check
+    with pytest.raises(CheckpointError, match="unpacks to 32 MB.*before loading") as caught:
+        load_model(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_deflated_archive_of_the_right_size_is_read(tmp_path):
+    # The control: torch does read deflated archives, so the refusal above is the size guard's, not a format error.
+    path = tmp_path / "deflated.pth"
+    path.write_bytes(_rezip_deflated(_bytes_of(LeNet5().state_dict())))
+    model, meta = load_model(path)
+    assert isinstance(model, LeNet5) and meta["source"] == "state_dict"
+
+
+def _tensor_case(change):
+    def make():
+        state = LeNet5().state_dict()
+        change(state)
+        return state
+    return make
+
+
+BAD_TENSORS = {
+    "meta device": (_tensor_case(lambda s: s.update({"conv1.weight": torch.empty(6, 3, 5, 5, device="meta")})),
+                    "conv1.weight is on the meta device"),
+    "sparse": (_tensor_case(lambda s: s.update({"fc1.weight": s["fc1.weight"].to_sparse()})), "fc1.weight is a sparse_coo tensor"),
+    "float64": (_tensor_case(lambda s: s.update({"fc2.bias": s["fc2.bias"].double()})), "fc2.bias is float64"),
+    "float16": (_tensor_case(lambda s: s.update({"conv2.weight": s["conv2.weight"].half()})), "conv2.weight is float16"),
+    "int64": (_tensor_case(lambda s: s.update({"fc3.bias": torch.zeros(10, dtype=torch.int64)})), "fc3.bias is int64"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TENSORS)
+@pytest.mark.parametrize("as_checkpoint", [False, True], ids=["state_dict", "checkpoint"])
+def test_weights_that_are_not_dense_float32_tensors_are_refused_with_what_they_are(tmp_path, case, as_checkpoint):
+    make, complaint = BAD_TENSORS[case]
+    path = tmp_path / "model.pt"
+    if as_checkpoint:  # written as save_checkpoint would, without its copy (which cannot copy a meta tensor)
+        torch.save({"format": FORMAT, "model": make(), "meta": {"classes": list(CLASSES), "normalization": WALKTHROUGH_NORMALIZATION}},
+                   path)
+    else:
+        torch.save(make(), path)
+    with pytest.raises(CheckpointError, match=complaint) as caught:
+        load_model(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _shipped_state():
+    return load_checkpoint(default_checkpoint())["model"]
+
+
+def test_finite_weights_with_infinite_answers_are_refused(tmp_path):
+    state = _shipped_state()
+    state["fc3.weight"] = state["fc3.weight"] * 3e37
+    assert all(torch.isfinite(t).all() for t in state.values())  # every weight is a finite float32
+    path = _save(tmp_path / "huge.pt", state, normalization=CIFAR10_NORMALIZATION)
+    with pytest.raises(CheckpointError, match="answers are not finite") as caught:
+        load_model(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_tiny_std_that_divides_to_infinity_is_refused(tmp_path):
+    path = _save(tmp_path / "tiny-std.pt", _shipped_state(), normalization={"mean": [0.5] * 3, "std": [1e-300] * 3})
+    with pytest.raises(CheckpointError, match="answers are not finite"):
+        load_model(path)
+
+
+def test_the_shipped_weights_those_are_made_from_load(tmp_path):
+    # The control for the two tests above: unscaled weights and a sound std answer in finite numbers.
+    model, _ = load_model(_save(tmp_path / "fine.pt", _shipped_state(), normalization=CIFAR10_NORMALIZATION))
+    assert torch.isfinite(predict_logits(model, probe_images(), CIFAR10_NORMALIZATION)).all()
+
+
+def test_top_level_entries_outside_the_format_are_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": FORMAT, "model": LeNet5().state_dict(), "meta": {"classes": list(CLASSES),
+                "normalization": WALKTHROUGH_NORMALIZATION}, "hooks": [1, 2]}, path)
+    with pytest.raises(CheckpointError, match="unexpected entries hooks"):
+        load_model(path)
+
+
+# -- the training state a resume reads ------------------------------------------------------------------------
+
+
+def _training_state(cifar, optimizer_name: str) -> dict:
+    torch.manual_seed(0)
+    model = LeNet5()
+    optimizer = make_optimizer(preset("quick", optimizer=optimizer_name), model)
+    for i in range(2):
+        loss = torch.nn.functional.cross_entropy(model(normalize(cifar.train.images[i * 8 : (i + 1) * 8], CIFAR10_NORMALIZATION)),
+                                                 cifar.train.labels[i * 8 : (i + 1) * 8])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"optimizer": optimizer.state_dict(), "step": 2, "train_seconds": 0.5, "running_loss": loss.item(), "running_count": 2}
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "adamw"])
+def test_real_training_states_pass_and_resume_into_the_optimizer(tmp_path, cifar, optimizer_name, one_thread):
+    training = _training_state(cifar, optimizer_name)
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, LeNet5().state_dict(), {"normalization": CIFAR10_NORMALIZATION,
+                    "recipe": preset("quick", optimizer=optimizer_name).to_dict()}, training)
+    entry = load_checkpoint(path)
+    validate_training(entry["training"], optimizer=optimizer_name)
+    model = LeNet5()
+    model.load_state_dict(entry["model"])
+    optimizer = make_optimizer(preset("quick", optimizer=optimizer_name), model)
+    optimizer.load_state_dict(entry["training"]["optimizer"])
+    model(normalize(cifar.train.images[:8], CIFAR10_NORMALIZATION)).sum().backward()
+    optimizer.step()  # what a resume does next
+
+
+def _edit(change):
+    def make(training):
+        change(training)
+        return training
+    return make
+
+
+def _first_state(training):
+    return training["optimizer"]["state"][0]
+
+
+BAD_TRAINING = {
+    "step as text": (_edit(lambda t: t.update(step="5")), "step must be a whole number"),
+    "negative step": (_edit(lambda t: t.update(step=-1)), "step must be a whole number"),
+    "step as a flag": (_edit(lambda t: t.update(step=True)), "step must be a whole number"),
+    "absurd step": (_edit(lambda t: t.update(step=10**12)), "step must be a whole number"),
+    "no step": (_edit(lambda t: t.pop("step")), "lacks its 'step'"),
+    "no optimizer": (_edit(lambda t: t.pop("optimizer")), "lacks its 'optimizer'"),
+    "optimizer as a list": (_edit(lambda t: t.update(optimizer=[1, 2])), "not an optimizer state"),
+    "NaN seconds": (_edit(lambda t: t.update(train_seconds=float("nan"))), "train_seconds must be a finite number"),
+    "negative seconds": (_edit(lambda t: t.update(train_seconds=-3.0)), "train_seconds must be a finite number of at least 0"),
+    "infinite loss": (_edit(lambda t: t.update(running_loss=float("inf"))), "running_loss must be a finite number"),
+    "fractional count": (_edit(lambda t: t.update(running_count=1.5)), "running_count must be a whole number"),
+    "an unknown entry": (_edit(lambda t: t.update(scaler={})), "unexpected entries scaler"),
+    "another network's groups": (_edit(lambda t: t["optimizer"]["param_groups"][0].update(params=[0, 1, 2])), "two parameter groups"),
+    "lr as text": (_edit(lambda t: t["optimizer"]["param_groups"][1].update(lr="fast")), "setting 'lr'"),
+    "NaN momentum": (_edit(lambda t: t["optimizer"]["param_groups"][0].update(momentum=float("nan"))), "setting 'momentum'"),
+    "a buffer of the wrong shape": (_edit(lambda t: _first_state(t).update(momentum_buffer=torch.zeros(3))), "has shape \\(3,\\)"),
+    "a NaN buffer": (_edit(lambda t: _first_state(t)["momentum_buffer"].fill_(float("nan"))), "holds NaN"),
+    "a float64 buffer": (_edit(lambda t: _first_state(t).update(momentum_buffer=_first_state(t)["momentum_buffer"].double())),
+                         "is float64"),
+    "state for parameter 12": (_edit(lambda t: t["optimizer"]["state"].update({12: {}})), "holds state for 12"),
+    "Adam's state for SGD": (_edit(lambda t: _first_state(t).update(exp_avg=torch.zeros(6, 3, 5, 5))), "recipe's optimizer 'sgd'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TRAINING)
+def test_a_training_state_that_would_break_a_resume_is_refused(tmp_path, cifar, case, one_thread):
+    change, complaint = BAD_TRAINING[case]
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, LeNet5().state_dict(), {"normalization": CIFAR10_NORMALIZATION, "recipe": preset("quick").to_dict()},
+                    change(_training_state(cifar, "sgd")))
+    with pytest.raises(CheckpointError, match=complaint) as caught:
+        load_checkpoint(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_validate_training_refuses_what_is_not_a_dict():
+    with pytest.raises(CheckpointError, match="not a dict"):
+        validate_training([("step", 5)], "run.pt")

@@ -79,8 +79,16 @@ def test_train_writes_a_run_folder(tmp_path, cifar_dir):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--epochs", "0"], "epochs"),
-        (["train", "--lr", "nan"], "lr"),
+        (["train", "--epochs", "0"], "Epochs must be from 1 to 1,000"),
+        (["train", "--lr", "nan"], "Learning rate must be above 0"),
+        (["train", "--threads", "-1"], "--threads must be from 1"),
+        (["train", "--threads", "100000"], "--threads must be from 1"),
+        (["train", "--resume", "", "--out", "{empty}"], "not a run id"),
+        (["train", "--resume", "../outside", "--out", "{empty}"], "not a run id"),
+        (["train", "--resume", "x", "--epochs", "2"], "--resume goes on with the run's own settings"),
+        (["train", "--export", "{empty}"], "is a folder"),
+        (["predict", "--top", "0", "x.png"], "--top must be from 1 to 10"),
+        (["predict", "--top", "-1", "x.png"], "--top must be from 1 to 10"),
         (["evaluate", "--checkpoint", "missing.pt"], "missing.pt"),
         (["evaluate", "--data", "{empty}", "--checkpoint", "{ckpt}"], "No CIFAR-10"),
     ],

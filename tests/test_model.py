@@ -16,3 +16,21 @@ def test_layer_summary_lists_every_stage_with_its_output_shape():
     assert shapes == [(32, 32, 3), (28, 28, 6), (14, 14, 6), (10, 10, 16), (5, 5, 16), (400,), (120,), (84,), (10,)]
     assert sum(r["parameters"] for r in rows) == 62_006
     assert [r["parameters"] for r in rows if r["parameters"]] == [456, 2416, 48120, 10164, 850]
+
+
+def test_stages_give_every_intermediate_result_and_forwards_logits_to_the_bit():
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    x = torch.randn(5, 3, 32, 32)
+    stages = model.stages(x)
+    assert {name: tuple(t.shape[1:]) for name, t in stages.items()} == {
+        "conv1": (6, 28, 28), "pool1": (6, 14, 14), "conv2": (16, 10, 10), "pool2": (16, 5, 5),
+        "fc1": (120,), "fc2": (84,), "logits": (10,),
+    }
+    assert torch.equal(stages["logits"], model(x))
+    assert torch.equal(stages["pool2"], model.pool(torch.relu(model.conv2(model.pool(torch.relu(model.conv1(x)))))))
+
+
+def test_the_state_dict_keeps_the_walkthroughs_names():
+    layers = ("conv1", "conv2", "fc1", "fc2", "fc3")
+    assert list(LeNet5().state_dict()) == [f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]

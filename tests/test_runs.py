@@ -16,7 +16,7 @@ import torch
 
 from lenet.checkpoint import load_checkpoint
 from lenet.data import CIFAR10
-from lenet.runs import FAILED, FINISHED, INTERRUPTED, LIVE_STATES, RUNNING, STOPPED, RunError, RunInProgress, RunRegistry
+from lenet.runs import DAMAGED, FAILED, FINISHED, INTERRUPTED, LIVE_STATES, RUNNING, STOPPED, RunError, RunInProgress, RunRegistry
 from lenet.train import preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def running(pid: int) -> bool:
 
 
 def step_losses(run) -> list[tuple[int, float]]:
-    return [(e["step"], e["loss"]) for e in run.steps]
+    return [(e.step, e.loss) for e in run.steps]
 
 
 def read_status(folder: Path) -> dict:
@@ -94,10 +94,10 @@ def test_progress_stop_within_a_second_and_resume_gives_the_uninterrupted_number
     assert reference.state == FINISHED and len(reference.steps) == logged
 
     run_id = registry.start(config)
-    wait_until(lambda: registry.active().progress.get("step", 0) >= 150, what="150 steps")
+    wait_until(lambda: registry.active().progress.step >= 150, what="150 steps")
     first = registry.active()
     assert first.id == run_id and first.state == RUNNING and registry.is_training()
-    assert first.progress["total_steps"] == 1_500 and first.progress["epochs"] == 3
+    assert first.progress.total_steps == 1_500 and first.progress.epochs == 3
     wait_until(lambda: len(registry.active().steps) > len(first.steps) + 3, what="more steps")  # the curve grows
 
     started = time.monotonic()
@@ -107,8 +107,8 @@ def test_progress_stop_within_a_second_and_resume_gives_the_uninterrupted_number
     assert not registry.is_training() and not training_threads() and not training_processes()
     stopped = registry.snapshot(run_id)
     assert stopped.state == STOPPED and stopped.error is None
-    stop_step = stopped.progress["step"]
-    assert 170 <= stop_step < 1_500 and 0 <= stop_step - stopped.steps[-1]["step"] < 7
+    stop_step = stopped.progress.step
+    assert 170 <= stop_step < 1_500 and 0 <= stop_step - stopped.steps[-1].step < 7
     assert read_status(runs_dir / run_id)["state"] == STOPPED
     entry = load_checkpoint(stopped.checkpoint)
     assert entry["training"]["step"] == stop_step and entry["meta"]["metrics"]["reason"] == "stopped"
@@ -120,7 +120,7 @@ def test_progress_stop_within_a_second_and_resume_gives_the_uninterrupted_number
     resumed = registry.snapshot(run_id)
     assert resumed.state == FINISHED and resumed.error is None
     assert step_losses(resumed) == step_losses(reference)  # exactly, every logged loss, the one spanning the stop too
-    assert [(e["epoch"], e["test_accuracy"]) for e in resumed.epochs] == [(e["epoch"], e["test_accuracy"]) for e in reference.epochs]
+    assert [(e.epoch, e.test_accuracy) for e in resumed.epochs] == [(e.epoch, e.test_accuracy) for e in reference.epochs]
     final, reference_final = load_checkpoint(resumed.checkpoint), load_checkpoint(reference.checkpoint)
     assert all(torch.equal(final["model"][k], reference_final["model"][k]) for k in final["model"])
     # What is on disk says the same, for a server restarted later.
@@ -320,7 +320,7 @@ registry = RunRegistry(runs_dir, lambda: data, threads=1)
 run_id = registry.resume(resume) if resume else registry.start(preset("walkthrough", **{config}))
 print(run_id, flush=True)
 while registry.is_training():  # the step reached so far, for the test to kill at a moment chosen by progress
-    print(registry.active().progress.get("step", 0), flush=True)
+    print(registry.active().progress.step, flush=True)
     time.sleep(0.01)
 """
 KILLED_CONFIG = dict(train_subset=400, epochs=12, log_every=5)  # the walkthrough's recipe, 100 steps an epoch
@@ -378,8 +378,8 @@ def test_a_run_killed_at_random_moments_stays_readable_and_resumes_to_the_uninte
     registry.wait(120)
     run = registry.snapshot(run_id)
     assert run.state == FINISHED, (run.error, moments)
-    assert [e["epoch"] for e in run.epochs] == list(range(1, 13)), moments
-    assert [e["step"] for e in run.steps] == list(range(5, 1_201, 5)), moments  # increasing, no gaps, no duplicates
+    assert [e.epoch for e in run.epochs] == list(range(1, 13)), moments
+    assert [e.step for e in run.steps] == list(range(5, 1_201, 5)), moments  # increasing, no gaps, no duplicates
     assert _check_folder_is_whole(runs_dir / run_id)["training"]["step"] == 1_200
 
     # The curves continue where they left off, with the numbers of a run never killed. Across processes the CPU
@@ -395,7 +395,7 @@ def test_a_run_killed_at_random_moments_stays_readable_and_resumes_to_the_uninte
     assert [got[i][1] for i in early] == pytest.approx([want[i][1] for i in early], rel=1e-3), moments
     last = [loss for _, loss in got[-20:]], [loss for _, loss in want[-20:]]
     assert sum(last[0]) / 20 == pytest.approx(sum(last[1]) / 20, rel=0.03), moments
-    accuracies = [e["test_accuracy"] for e in run.epochs][-1], [e["test_accuracy"] for e in reference.epochs][-1]
+    accuracies = run.epochs[-1].test_accuracy, reference.epochs[-1].test_accuracy
     assert accuracies[0] == pytest.approx(accuracies[1], abs=0.03), moments
 
 
@@ -418,7 +418,7 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
         (runs_dir / name / "config.json").write_text(text)
     (runs_dir / "config-is-a-folder").mkdir()
     (runs_dir / "config-is-a-folder" / "config.json").mkdir()
-    # Runs whose config is sound but whose status or metrics are not: listed, as interrupted, with no curve.
+    # Runs whose config is sound but whose status or metrics are not: listed as damaged, with the reason and no curve.
     damaged = {"20000101-000000-torn-status": ("{\"state\": \"runn", "{}"),
                "20000101-000001-odd-status": ("[\"running\"]", "\"steps\""),
                "20000101-000002-odd-fields": ('{"state": "running", "updated": "yesterday", "pid": "x", "progress": 3}',
@@ -428,7 +428,11 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
                # A fresh heartbeat from pid 0 or -1: os.kill would "reach" a process group, or every process.
                "20000101-000004-pid-zero": (json.dumps({"state": "running", "pid": 0, "updated": time.time()}), "{}"),
                "20000101-000005-pid-minus-one": (json.dumps({"state": "loading data", "pid": -1, "updated": time.time()}), "{}"),
-               "20000101-000006-huge-pid": (json.dumps({"state": "running", "pid": 10**30, "updated": time.time()}), "{}")}
+               "20000101-000006-huge-pid": (json.dumps({"state": "running", "pid": 10**30, "updated": time.time()}), "{}"),
+               # One Infinity where a fraction goes, and a logged step missing its loss.
+               "20000101-000007-infinity": ('{"state": "finished", "test_accuracy": Infinity}', '{"steps": [], "epochs": []}'),
+               "20000101-000008-stepless": (json.dumps({**json.loads((runs_dir / real / "status.json").read_text())}),
+                                            '{"steps": [{"epoch": 1, "step": 3, "lr": 0.1}], "epochs": []}')}
     for name, (status, metrics) in damaged.items():
         (runs_dir / name).mkdir()
         (runs_dir / name / "config.json").write_text(config_text)
@@ -439,8 +443,11 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
     assert set(runs) == {real, *damaged}
     assert runs[real].state == FINISHED and len(runs[real].epochs) == 1
     for name in damaged:
-        assert runs[name].state == INTERRUPTED and runs[name].steps == [] and runs[name].epochs == [], name
-        assert isinstance(runs[name].progress, dict) and runs[name].error is None and runs[name].test_accuracy is None
+        assert runs[name].state == DAMAGED and runs[name].steps == [] and runs[name].epochs == [], name
+        assert "damaged" in runs[name].error and "\n" not in runs[name].error, name
+        assert runs[name].progress.step == 0 and runs[name].test_accuracy is None and not runs[name].live, name
+        with pytest.raises(RunError, match="damaged"):
+            registry.resume(name)
     for junk in ("empty-folder", "no-config", *junk_configs, "config-is-a-folder", "notes.txt", "../" + runs_dir.name):
         with pytest.raises(RunError):
             registry.resume(junk)

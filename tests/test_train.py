@@ -5,11 +5,12 @@ import threading
 import pytest
 import torch
 
+from lenet.events import End, Epoch, Step
 from lenet.train import ConfigError, TrainConfig, TrainingDiverged, augment, preset, train
 
 
 def losses(result):
-    return [e["loss"] for e in result.history if e["event"] == "step"]
+    return [e.loss for e in result.history if isinstance(e, Step)]
 
 
 def test_training_lowers_the_loss_and_beats_chance_on_unseen_images(cifar):
@@ -17,8 +18,8 @@ def test_training_lowers_the_loss_and_beats_chance_on_unseen_images(cifar):
     curve = losses(result)
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.2
     assert result.test_accuracy > 0.25  # chance is 0.10; the 10,000 test images were never trained on
-    epochs = [e for e in result.history if e["event"] == "epoch"]
-    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    epochs = [e for e in result.history if isinstance(e, Epoch)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(cifar):
@@ -34,13 +35,13 @@ def test_stop_mid_epoch(cifar):
 
     def on_event(event):
         seen.append(event)
-        if event["event"] == "step" and event["step"] >= 30:
+        if isinstance(event, Step) and event.step >= 30:
             stop.set()
 
     result = train(preset("walkthrough", train_subset=2_000, epochs=2, log_every=10), cifar, on_event=on_event, stop=stop)
     assert result.stopped
-    assert seen[-1]["event"] == "end" and seen[-1]["step"] == 30  # stopped at the very next step check, mid-epoch
-    assert not [e for e in seen if e["event"] == "epoch"]
+    assert isinstance(seen[-1], End) and seen[-1].step == 30  # stopped at the very next step check, mid-epoch
+    assert not [e for e in seen if isinstance(e, Epoch)]
 
 
 def test_a_diverging_run_stops_itself_and_says_so(cifar):
@@ -67,8 +68,43 @@ def test_a_diverging_run_stops_itself_and_says_so(cifar):
     ],
 )
 def test_nonsensical_settings_are_refused_before_training(overrides, complaint):
-    with pytest.raises(ConfigError, match=complaint):
-        TrainConfig.from_dict({**preset("walkthrough").to_dict(), **overrides}).validate()
+    config = TrainConfig.from_dict({**preset("walkthrough").to_dict(), **overrides})
+    with pytest.raises(ConfigError) as caught:
+        config.validate()
+    assert caught.value.field == complaint
+    # The sentence names the setting as a person sees it, and says what works; no field names, no code.
+    label = TrainConfig.__dataclass_fields__[complaint].metadata["label"].split(" (")[0]
+    assert str(caught.value).startswith(label) and "_" not in str(caught.value)
+    assert config.problems()[complaint] == str(caught.value)
+
+
+def test_every_option_is_the_same_in_the_config_the_command_line_and_the_train_page():
+    """TrainConfig's fields are the one list: the CLI's train options and the page's widgets are built from them."""
+    import argparse
+    import ast
+    from pathlib import Path
+
+    from lenet.cli import build_parser
+
+    names = {f.name for f in TrainConfig.options()}
+    assert names == set(TrainConfig.__dataclass_fields__) - {"preset"}
+    train_parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    cli_dests = {a.dest for a in train_parser._actions} - {"help", "data", "preset", "threads", "out", "resume", "export"}
+    assert cli_dests == names
+    for option in TrainConfig.options():
+        meta = option.metadata
+        assert meta["label"] and meta["help"].endswith(".") and (meta["choices"] or option.type is bool or meta["low"] is not None)
+        action = next(a for a in train_parser._actions if a.dest == option.name)
+        assert (tuple(action.choices) if action.choices else ()) == meta["choices"]
+        if option.type is bool:
+            assert action.nargs == 0 and meta["label"]
+        elif not meta["choices"]:
+            assert action.type is option.type
+    # The page writes no option of its own: its form loops over TrainConfig.options().
+    page = ast.parse((Path(__file__).resolve().parents[1] / "pages" / "train.py").read_text())
+    widget_labels = {node.args[0].value for node in ast.walk(page) if isinstance(node, ast.Call) and node.args
+                     and isinstance(node.args[0], ast.Constant) and getattr(node.func, "attr", "") in ("number_input", "checkbox")}
+    assert not widget_labels & {f.metadata["label"] for f in TrainConfig.options()}
 
 
 def test_unknown_settings_and_presets_are_refused():

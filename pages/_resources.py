@@ -1,79 +1,37 @@
-"""What the pages share: the server-wide resources (dataset, models, run registry), the pages' names, and small drawing helpers.
+"""The server's shared things, made once per server with st.cache_resource: the dataset, the run registry, models and
+their evaluations, and the widgets that pick them.
 
-Resources come from st.cache_resource, keyed by what identifies them (a folder, a checkpoint's path and
-modification time), so every browser session of one server shares one dataset, one registry and one copy of
-each model, and a changed setting or file gives a fresh one. Long work never runs in a script run: the dataset
-service and the registry do it in their own threads, and pages poll them with fragments.
+Each is keyed by what identifies it (a folder, a checkpoint's path and modification time), so every browser session
+of one server shares one dataset, one registry and one copy of each model, and a changed setting or file gives a
+fresh one. Long work never runs in a script run: the dataset service and the registry do it in the background, and
+pages poll them with fragments.
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 import torch
-from PIL import Image, ImageDraw, ImageFont
-from streamlit.runtime.pages_manager import PagesManager
-from torchvision.utils import make_grid
 
 from lenet.checkpoint import CheckpointError, default_checkpoint, load_model
 from lenet.data import CIFAR10, CLASSES, Split, default_data_dir
 from lenet.evaluate import Evaluation, evaluate
+from lenet.files import runs_dir
 from lenet.predict import ImageError, Prediction, classify, probabilities
-from lenet.runs import RunRegistry
+from lenet.runs import RunRegistry, RunSnapshot
 from lenet.service import ABSENT, ERROR, DatasetService
+from lenet.train import default_threads
+from pages._format import percent
+from pages._images import to_pil
+from pages._router import link
 
 ANY = "any class"
 NO_MODEL = (
     "No pretrained model yet: train one on the Train page or run "
     "`python -m lenet train --preset best --export assets/lenet5-cifar10.pt`."
 )
-
-# name -> (script, title, icon); app.py builds the navigation from this, pages link with link(name).
-PAGES = {
-    "overview": ("pages/overview.py", "Overview", ":material/home:"),
-    "dataset": ("pages/dataset.py", "Dataset", ":material/photo_library:"),
-    "model": ("pages/model.py", "Model", ":material/account_tree:"),
-    "train": ("pages/train.py", "Train", ":material/model_training:"),
-    "evaluate": ("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
-    "classify": ("pages/classify.py", "Classify", ":material/image_search:"),
-}
-
-
-def page(name: str) -> st.Page:
-    script, title, icon = PAGES[name]
-    return st.Page(script, title=title, icon=icon, default=name == "overview")
-
-
-def route() -> None:
-    """The router, app.py's whole job: the page config and the navigation, then the chosen page."""
-    st.set_page_config(page_title="LeNet-5 on CIFAR-10", page_icon=":material/neurology:", layout="wide")
-    st.navigation([page(name) for name in PAGES]).run()
-
-
-def through_router() -> None:
-    """Make sure this page runs inside the router; every page calls it first.
-
-    Because a pages/ folder sits beside app.py, Streamlit runs a server's very first script run in its old
-    folder mode: a browser reconnecting to /train after a restart would run this file alone, without the page
-    config and with every file of pages/ listed as a page. Then route from here instead: declaring the
-    navigation ends that mode for the whole server (st.navigation's documented effect) and runs this page
-    again inside it, with the same widget values; st.stop() ends the outer run.
-    """
-    if PagesManager.uses_pages_directory:
-        route()
-        st.stop()
-
-
-def link(name: str, label: str | None = None) -> None:
-    st.page_link(page(name), label=label)
-
-
-def pytorch_code(code: str) -> None:
-    """The page's "PyTorch code" expander: a few lines of plain PyTorch doing what the page shows."""
-    with st.expander("PyTorch code", icon=":material/code:"):
-        st.code(code, language="python")
+TRAINING_NICENESS = 10  # the training process yields the CPU to page rendering (os.nice)
 
 
 # -- the dataset -----------------------------------------------------------------------------------
@@ -136,14 +94,14 @@ def _dataset_progress() -> None:
 @st.cache_resource(show_spinner=False)
 def _registry(runs_dir: str, data_dir: str) -> RunRegistry:
     service = _dataset_service(data_dir)
-    # One core stays free for the pages, so the app answers while it trains.
-    threads = max(1, (os.cpu_count() or 1) - 1)
-    return RunRegistry(runs_dir, load_data=service.wait, threads=threads, data_source=str(Path(data_dir).resolve()))
+    # Every core trains; the training process runs at a lower priority (nice), so pages still answer at once.
+    return RunRegistry(runs_dir, load_data=service.wait, threads=default_threads(), data_source=str(Path(data_dir).resolve()),
+                       data_dir=data_dir, nice=TRAINING_NICENESS)
 
 
 def registry() -> RunRegistry:
     """The server's run registry for LENET_RUNS (else ./runs): at most one training, shared by every session."""
-    return _registry(os.environ.get("LENET_RUNS") or "runs", str(default_data_dir()))
+    return _registry(str(runs_dir()), str(default_data_dir()))
 
 
 @dataclass
@@ -172,16 +130,26 @@ def loaded_model(path: Path) -> LoadedModel:
     return LoadedModel(path, model, meta)
 
 
+def run_labels(runs: list[RunSnapshot]) -> dict[str, str]:
+    """Run id -> a name a class can say: "Run 3 · quick · 61.3%", numbered in the order the runs started."""
+    labels = {}
+    for number, run in enumerate(sorted(runs, key=lambda r: r.id), start=1):
+        accuracy = f" · {percent(run.test_accuracy)}" if run.test_accuracy is not None else ""
+        labels[run.id] = f"Run {number} · {run.config.get('preset', 'custom')}{accuracy}"
+    return labels
+
+
 def checkpoint_choices() -> dict[Path, str]:
     """Checkpoint -> label: the shipped (or LENET_CHECKPOINT) model first, then every run that saved one, newest first."""
     choices = {}
     shipped = default_checkpoint()
     if shipped.is_file():
         choices[shipped] = f"Pretrained model ({shipped.name})"
-    for run in registry().list_runs():
+    all_runs = registry().list_runs()
+    labels = run_labels(all_runs)
+    for run in all_runs:
         if run.checkpoint is not None:
-            accuracy = f" · {run.test_accuracy:.1%}" if run.test_accuracy is not None else ""
-            choices[run.checkpoint] = f"Run {run.id} · {run.state}{accuracy}"
+            choices[run.checkpoint] = f"{labels[run.id]} ({run.state})"
     return choices
 
 
@@ -255,61 +223,3 @@ def predict_tensor(loaded: LoadedModel, image: torch.Tensor) -> Prediction:
     return Prediction(image=small, model_input=small, probabilities=probabilities(loaded.model, loaded.normalization, small).tolist())
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-# -- images ----------------------------------------------------------------------------------------
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """A uint8 3 x H x W tensor as a PIL image."""
-    return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-
-
-def displayable(values: torch.Tensor) -> torch.Tensor:
-    """Float images (C x H x W, or N of them) stretched to 0..255 each, to show values that are not pixels (normalized, weights)."""
-    low = values.amin(dim=(-3, -2, -1), keepdim=True)
-    high = values.amax(dim=(-3, -2, -1), keepdim=True)
-    return ((values - low) / (high - low).clamp(min=1e-8) * 255).round().to(torch.uint8)
-
-
-def upscale(image: Image.Image, side: int) -> Image.Image:
-    """Scaled up so its longer side is `side`, with nearest-neighbour: every pixel a sharp square, nothing blurred."""
-    factor = max(1, side // max(image.size))
-    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-
-
-def walkthrough_grid(images: torch.Tensor, side: int = 1024) -> Image.Image:
-    """torchvision.utils.make_grid of a uint8 batch, 8 per row, as the walkthrough shows its batch (scaled up)."""
-    return upscale(to_pil(make_grid(images, nrow=8, padding=2, pad_value=255)), side)
-
-
-def labelled_grid(
-    images: torch.Tensor, captions: list[str], colors: list[str] | None = None, columns: int = 8, tile: int = 128
-) -> Image.Image:
-    """The images in rows of `columns`, each scaled up to tile x tile (nearest), with its caption (one or more lines) underneath."""
-    gap = max(6, tile // 12)
-    widest = max((line for caption in captions for line in caption.splitlines()), key=len, default="")
-    size = max(12, tile // 8)
-    while size > 10 and ImageFont.load_default(size=size).getlength(widest) > tile + gap - 4:
-        size -= 1  # long captions get a smaller font rather than run into their neighbours
-    font = ImageFont.load_default(size=size)
-    lines = max((caption.count("\n") + 1 for caption in captions), default=1)
-    strip = lines * (size + 4) + 6
-    rows = -(-len(images) // columns)
-    canvas = Image.new("RGB", (columns * (tile + gap) - gap, rows * (tile + strip + gap) - gap), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
-        x, y = (i % columns) * (tile + gap), (i // columns) * (tile + strip + gap)
-        canvas.paste(to_pil(image).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
-        color = colors[i] if colors else "black"
-        draw.multiline_text((x + tile / 2, y + tile + 4), caption, fill=color, font=font, anchor="ma", align="center", spacing=4)
-    return canvas

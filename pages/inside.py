@@ -1,0 +1,360 @@
+"""Inside the network: one image through every layer, the filters, one convolution worked out by hand, why the
+network chose its class (saliency and occlusion), and, for a run that kept one checkpoint per epoch, how it grew."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
+
+from lenet import explain
+from lenet.checkpoint import CheckpointError
+from lenet.data import CLASSES
+from lenet.predict import ImageError, load_image, model_input
+from pages import _charts, _code
+from pages._code import pytorch_code
+from pages._images import labelled_grid, to_pil, upscale
+from pages._resources import ANY, LoadedModel, choose_model, dataset_service, loaded_model, new_seed, random_batch, require_data
+from pages._router import through_router
+
+through_router()
+
+SOURCES = ["A test image", "Upload a photo"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+# Colour scales: activations are never negative (after ReLU), so dark to bright; signed values (normalized pixels,
+# the occlusion's drop) run from blue through white (zero) to red.
+MAGMA = ["#000004", "#3b0f70", "#8c2981", "#de4968", "#fe9f6d", "#fcfdbf"]
+BLUE_WHITE_RED = ["#2166ac", "#92c5de", "#f7f7f7", "#f4a582", "#b2182b"]
+GREYS = ["#000000", "#ffffff"]
+# Each stage's maps are shown at a whole multiple of their size (nearest neighbour: every value a sharp square).
+TILES = {"conv1": 112, "pool1": 112, "conv2": 100, "pool2": 100}
+
+CODE = _code.IMPORTS + "from captum.attr import Occlusion, Saliency\n\n" + _code.SEED + "\n" + _code.DATA + "\n" + _code.NET + \
+    _code.LOAD_TRAINED + """
+image, label = testset[0]  # one normalized test image, 3x32x32
+x = image.unsqueeze(0)  # a batch of one
+with torch.no_grad():  # forward, one stage at a time
+    conv1 = F.relu(net.conv1(x))  # 1x6x28x28: six feature maps
+    pool1 = net.pool(conv1)  # 1x6x14x14
+    conv2 = F.relu(net.conv2(pool1))  # 1x16x10x10
+    pool2 = net.pool(conv2)  # 1x16x5x5
+    fc1 = F.relu(net.fc1(torch.flatten(pool2, 1)))  # 1x120
+    fc2 = F.relu(net.fc2(fc1))  # 1x84
+    logits = net.fc3(fc2)  # 1x10
+probabilities = logits.softmax(1)
+
+# One value of conv1 by hand: filter 0 at row 10, column 12 reads the 3x5x5 patch below it.
+patch = x[0, :, 10:15, 12:17]
+by_hand = ((patch * net.conv1.weight[0]).sum() + net.conv1.bias[0]).clamp(min=0)  # multiply, add, bias, ReLU
+print(by_hand.item(), conv1[0, 0, 10, 12].item())  # the same number
+
+# Why? The gradient of the class's logit, and the drop in its probability under a sliding grey square.
+target = logits.argmax(1).item()
+saliency = Saliency(net).attribute(x.clone().requires_grad_(), target=target).amax(1)[0]  # 32x32
+occlusion = Occlusion(lambda batch: net(batch).softmax(1)).attribute(
+    x, sliding_window_shapes=(3, 8, 8), strides=(3, 2, 2), baselines=0.0, target=target)[0, 0]  # 0.0 is grey here
+"""
+
+
+def draw(where, image: Image.Image, **options) -> None:
+    """st.image as PNG: Streamlit would send these as JPEG, which smears sharp pixels and colour scales."""
+    where.image(image, output_format="PNG", **options)
+
+
+# -- colours ---------------------------------------------------------------------------------------------------------
+
+
+def paint(values: torch.Tensor, low: float, high: float, colors: list[str]) -> torch.Tensor:
+    """Values (any shape ... x H x W) as uint8 RGB images (... x 3 x H x W): low is the first colour, high the last."""
+    palette = torch.tensor([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=torch.float32)
+    position = ((values.float() - low) / max(high - low, 1e-12)).clamp(0, 1) * (len(colors) - 1)
+    below = position.floor().long().clamp(max=len(colors) - 2)
+    fraction = (position - below).unsqueeze(-1)
+    rgb = palette[below] * (1 - fraction) + palette[below + 1] * fraction
+    return rgb.round().to(torch.uint8).movedim(-1, -3)
+
+
+def legend(low: float, high: float, colors: list[str], note: str, width: int = 320) -> Image.Image:
+    """A colour bar from low to high with its two ends and its middle written under it."""
+    bar = to_pil(paint(torch.linspace(low, high, width).repeat(14, 1), low, high, colors))
+    canvas = Image.new("RGB", (width + 60, 52), "white")
+    canvas.paste(bar, (30, 2))
+    pen, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=12)
+    for x, value in ((30, low), (30 + width // 2, (low + high) / 2), (30 + width, high)):
+        pen.text((x, 20), f"{value:.3g}", fill="black", font=font, anchor="ma")
+    pen.text((30 + width // 2, 36), note, fill="#555555", font=font, anchor="ma")
+    return canvas
+
+
+def stage_images(maps: torch.Tensor, each_on_its_own: bool) -> tuple[torch.Tensor, float]:
+    """A stage's maps (N x H x W, never negative) painted with one shared scale from 0, or each stretched; and the
+    shared scale's top."""
+    top = max(maps.max().item(), 1e-6)
+    if not each_on_its_own:
+        return paint(maps, 0.0, top, MAGMA), top
+    return torch.stack([paint(m, m.min().item(), m.max().item(), MAGMA) for m in maps]), top
+
+
+def each_stretched(values: torch.Tensor) -> torch.Tensor:
+    """Float images N x C x H x W, each stretched to 0..255 over its own range (filters: only their pattern matters)."""
+    low = values.amin(dim=(1, 2, 3), keepdim=True)
+    high = values.amax(dim=(1, 2, 3), keepdim=True)
+    return ((values - low) / (high - low).clamp(min=1e-8) * 255).round().to(torch.uint8)
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor, side: int = 224) -> Image.Image:
+    """A painted 32 x 32 map over a grey copy of the image, so it shows where on the picture the evidence is."""
+    grey = image.float().mean(0, keepdim=True).expand(3, -1, -1)
+    return upscale(to_pil((0.35 * grey + 0.65 * heat.float()).round().to(torch.uint8)), side)
+
+
+def outlined(picture: Image.Image, row: int, col: int, size: int, scale: int) -> Image.Image:
+    """A copy of picture (already scaled up by scale) with a size x size square drawn at (row, col)."""
+    picture = picture.copy()
+    box = (col * scale, row * scale, (col + size) * scale - 1, (row + size) * scale - 1)
+    ImageDraw.Draw(picture).rectangle(box, outline="#00e5ff", width=max(2, scale // 3))
+    return picture
+
+
+def numbers(grid: torch.Tensor) -> pd.DataFrame:
+    return pd.DataFrame(grid.numpy()).round(3)
+
+
+# -- the page --------------------------------------------------------------------------------------------------------
+
+
+def choose_checkpoint() -> tuple[LoadedModel | None, dict[int, Path]]:
+    """The model picker, and for a run that kept one checkpoint per epoch, an epoch slider (the last by default).
+
+    Returns the model to look inside and the run's per-epoch checkpoints (none for the pretrained model)."""
+    loaded = choose_model(key="inside-model")
+    if loaded is None:
+        return None, {}
+    epochs = explain.epoch_checkpoints(loaded.path.parent)  # a run's checkpoint.pt sits beside its epochs/ folder
+    if len(epochs) < 2:
+        return loaded, epochs
+    epoch = st.select_slider("Epoch", list(epochs), value=max(epochs), key=f"inside-epoch-{loaded.path}",
+                             help="This run kept its weights after every epoch: go back in time and watch the network learn")
+    try:
+        return loaded_model(epochs[epoch]), epochs
+    except CheckpointError as error:
+        st.error(str(error), icon=":material/error:")
+        return None, epochs
+
+
+def choose_image() -> tuple[torch.Tensor, str] | None:
+    """The uint8 3 x 32 x 32 image to look at and what to call it; None, after saying why, when there is none yet."""
+    source = st.segmented_control("Picture", SOURCES, default=SOURCES[0], required=True, key="inside-source")
+    if source == SOURCES[1]:
+        upload = st.file_uploader("A photo (JPEG, PNG, WebP, BMP or GIF)", type=UPLOAD_TYPES, key="inside-upload")
+        if upload is None:
+            return None
+        try:
+            return explain.pixels(model_input(load_image(upload, getattr(upload, "name", None)))), "your photo"
+        except ImageError as error:
+            st.error(str(error), icon=":material/broken_image:")
+            return None
+    data = require_data()
+    if data is None:
+        return None
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        chosen = st.selectbox("Class", [ANY, *CLASSES], key="inside-class", width=220)
+        another = st.button("Another test image", icon=":material/shuffle:", type="primary", key="inside-another")
+    if another or st.session_state.get("inside-pick", (None, 0))[0] != chosen:
+        st.session_state["inside-pick"] = (chosen, new_seed())
+    picked = random_batch(data.test, chosen, 1, st.session_state["inside-pick"][1])
+    return picked.images[0], f"test image: {CLASSES[picked.labels[0]]}"
+
+
+def show_input(image: torch.Tensor, caption: str, stages: dict) -> None:
+    st.header("1 · The input")
+    picture, channels = st.columns([1, 3], gap="large")
+    draw(picture, upscale(to_pil(image), 224), caption=f"{caption}, 32 × 32", width=224)
+    with channels:
+        normalized = stages["input"]
+        reach = normalized.abs().max().item()
+        tiles = paint(normalized, -reach, reach, BLUE_WHITE_RED)
+        draw(st, labelled_grid(tiles, ["red, normalized", "green, normalized", "blue, normalized"], columns=3, tile=192))
+        draw(st, legend(-reach, reach, BLUE_WHITE_RED, "one scale for the three channels; white is 0"))
+        st.caption("What the network reads: each channel minus its mean, divided by its standard deviation.")
+
+
+def show_convolutions(stages: dict, filters: explain.Filters) -> None:
+    st.header("2 · Convolutions and pooling")
+    st.markdown(
+        "Each **convolution** slides its filters over the image and writes one **feature map** per filter; ReLU sets "
+        "the negative values to 0 (black). **Max-pooling** keeps the largest of every 2 × 2 block, halving the map."
+    )
+    each_on_its_own = st.checkbox("Stretch each map to its own range", key="inside-stretch",
+                                  help="Off: one colour scale per layer, so maps compare. On: faint maps show their pattern.")
+    conv1_filters = labelled_grid(each_stretched(filters.conv1_weight), [f"filter {i + 1}" for i in range(6)], columns=6, tile=60)
+    reach = filters.conv2_weight.abs().max().item()
+    conv2_filters = upscale(to_pil(make_grid(paint(filters.conv2_weight.flatten(0, 1), -reach, reach, GREYS), nrow=6,
+                                             padding=1, pad_value=255)), 560)
+    beside = {
+        "conv1": (conv1_filters, "conv1's six 5 × 5 filters in colour (each stretched): map i is filter i slid over the image"),
+        "conv2": (conv2_filters, "conv2's 16 filters, one row each, one 5 × 5 tile per pool1 map it reads "
+                                 f"(grey is 0, white {reach:.2f}, black −{reach:.2f})"),
+    }
+    for name in ("conv1", "pool1", "conv2", "pool2"):
+        maps = stages[name]
+        st.subheader(f"{name}: {maps.shape[0]} maps of {maps.shape[1]} × {maps.shape[2]}")
+        shown, side = st.columns([3, 1], gap="large")
+        with shown:
+            painted, top = stage_images(maps, each_on_its_own)
+            draw(st, labelled_grid(painted, [f"map {i + 1}" for i in range(len(maps))], columns=8, tile=TILES[name]))
+            if each_on_its_own:
+                st.caption("Each map stretched from its own lowest (dark) to its own highest value (bright).")
+            else:
+                draw(st, legend(0.0, top, MAGMA, f"one scale for all {len(maps)} maps; black is 0"))
+        if name in beside:
+            picture, caption = beside[name]
+            draw(side, picture, caption=caption)
+
+
+def show_dense(stages: dict) -> None:
+    st.header("3 · Fully connected layers and the answer")
+    st.markdown("pool2's 16 × 5 × 5 = 400 values are flattened into one list; fc1 and fc2 weigh all of them into "
+                "120, then 84 numbers (after ReLU), and fc3 into ten scores, the **logits**.")
+    for name in ("fc1", "fc2"):
+        values = stages[name]
+        top = max(values.max().item(), 1e-6)
+        strip, scale = st.columns([3, 1], gap="large", vertical_alignment="center")
+        picture = to_pil(paint(values.unsqueeze(0), 0.0, top, MAGMA)).resize((len(values) * 7, 28), Image.Resampling.NEAREST)
+        draw(strip, picture, caption=f"{name}: {len(values)} values, {int((values > 0).sum())} above 0")
+        draw(scale, legend(0.0, top, MAGMA, f"{name}'s scale", width=200))
+    scores, chart = st.columns([2, 3], gap="large")
+    with scores:
+        st.markdown("Softmax turns the logits $z$ into probabilities: $p_k = e^{z_k} / \\sum_j e^{z_j}$.")
+        st.dataframe(pd.DataFrame({"class": CLASSES, "logit": stages["logits"].numpy(), "probability": stages["probabilities"].numpy()}),
+                     hide_index=True, column_config={"logit": st.column_config.NumberColumn(format="%.2f"),
+                                                     "probability": st.column_config.NumberColumn(format="percent")})
+    with chart:
+        _charts.draw_vega_lite(st, _charts.probabilities(stages["probabilities"].tolist()))
+
+
+def show_worked_example(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> None:
+    st.header("4 · One value, worked out by hand")
+    st.markdown("Pick a map and a position: the value there is the filter times the 5 × 5 patch under it, added up, "
+                "plus the bias, through ReLU.")
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        layer = st.segmented_control("Layer", ["conv1", "conv2"], default="conv1", required=True, key="inside-layer")
+        channels, size, _ = explain.STAGE_SHAPES[layer]
+        channel = st.selectbox("Map", range(channels), format_func=lambda i: f"map {i + 1}", key=f"inside-map-{layer}", width=160)
+    rows, cols = st.columns(2)
+    row = rows.slider("Row", 0, size - 1, size // 2, key=f"inside-row-{layer}")
+    col = cols.slider("Column", 0, size - 1, size // 2, key=f"inside-col-{layer}")
+    example = explain.worked_example(loaded.model, image, loaded.normalization, layer, channel, row, col)
+
+    where, result = st.columns(2, gap="large")
+    if layer == "conv1":
+        draw(where, outlined(upscale(to_pil(image), 256), row, col, explain.KERNEL, 8), width=256,
+             caption=f"the 5 × 5 patch of the image at row {row}, column {col}")
+    else:
+        pool1 = stages["pool1"]
+        tiles = [outlined(to_pil(t).resize((140, 140), Image.Resampling.NEAREST), row, col, explain.KERNEL, 10)
+                 for t in paint(pool1, 0.0, max(pool1.max().item(), 1e-6), MAGMA)]
+        strip = Image.new("RGB", (6 * 146, 140), "white")
+        for i, tile in enumerate(tiles):
+            strip.paste(tile, (i * 146, 0))
+        draw(where, strip, caption=f"the 5 × 5 patch of all six pool1 maps at row {row}, column {col}")
+    painted = paint(stages[layer][channel], 0.0, max(stages[layer].max().item(), 1e-6), MAGMA)
+    scale = 256 // size
+    draw(result, outlined(upscale(to_pil(painted), 256), row, col, 1, scale), width=256,
+         caption=f"{layer} map {channel + 1}: the value at row {row}, column {col}")
+
+    names = ["red", "green", "blue"] if layer == "conv1" else [f"pool1 map {i + 1}" for i in range(6)]
+    for tab, patch, weights, products in zip(st.tabs(names), example.patch, example.weights, example.products, strict=True):
+        with tab:
+            a, b, c = st.columns(3)
+            a.caption("the patch (input values)")
+            a.dataframe(numbers(patch), hide_index=True)
+            b.caption("× the filter's weights")
+            b.dataframe(numbers(weights), hide_index=True)
+            c.caption(f"= products, adding up to {products.sum().item():.4f}")
+            c.dataframe(numbers(products), hide_index=True)
+    st.latex(
+        rf"\underbrace{{{example.total:.4f}}}_{{\text{{sum of all {example.products.numel()} products}}}}"
+        rf" + \underbrace{{{example.bias:.4f}}}_{{\text{{bias}}}} = {example.pre_relu:.4f}"
+        rf" \;\xrightarrow{{\text{{ReLU}}}}\; {example.post_relu:.4f}"
+    )
+    st.success(f"The network's own {layer} map {channel + 1} holds **{example.map_value:.4f}** at row {row}, column {col}: "
+               "the same number, up to rounding.", icon=":material/check_circle:")
+
+
+def show_attribution(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> None:
+    st.header("5 · Why did it say that?")
+    st.markdown(
+        "**Saliency**: how strongly the class's score reacts to each pixel (the gradient of its logit; bright is strong). "
+        "**Occlusion**: how much the class's probability drops when a grey 8 × 8 square hides that spot "
+        "(red: the evidence was there; blue: hiding it helps the class)."
+    )
+    probabilities = stages["probabilities"]
+    ranked = probabilities.argsort(descending=True).tolist()
+    other = st.selectbox("Why not…?", range(len(CLASSES)), index=ranked[1], format_func=lambda k: CLASSES[k], key="inside-why-not",
+                         width=220)
+    for label, target in (("its answer", ranked[0]), ("the class you picked", other)):
+        st.subheader(f"{CLASSES[target]} ({probabilities[target]:.1%}), {label}")
+        gradient = explain.saliency_map(loaded.model, image, loaded.normalization, target)
+        drop = explain.occlusion_map(loaded.model, image, loaded.normalization, target)
+        reach = max(drop.abs().max().item(), 1e-6)
+        picture, saliency, occlusion = st.columns(3, gap="medium")
+        draw(picture, upscale(to_pil(image), 224), width=224, caption="the image")
+        draw(saliency, overlay(image, paint(gradient, 0.0, max(gradient.max().item(), 1e-12), MAGMA)), width=224, caption="saliency")
+        draw(saliency, legend(0.0, gradient.max().item(), MAGMA, "|d logit / d pixel|", width=200))
+        draw(occlusion, overlay(image, paint(drop, -reach, reach, BLUE_WHITE_RED)), width=224, caption="occlusion")
+        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, "drop in the probability", width=200))
+
+
+@st.cache_resource(show_spinner="Classifying the panel with every epoch…", max_entries=4)
+def _panel_over_epochs(paths: tuple[str, ...], mtimes: tuple[int, ...], data_source: str, _images: torch.Tensor) -> torch.Tensor:
+    return explain.classify_over_epochs(list(paths), _images)
+
+
+def show_time_machine(epochs: dict[int, Path], shown: Path) -> None:
+    """For runs that kept every epoch: ten test images, one per class, and what each epoch said about them;
+    shown is the checkpoint the page is looking inside (the slider's epoch)."""
+    data = dataset_service().get()
+    if len(epochs) < 2 or data is None:
+        return
+    st.header("6 · The time machine")
+    panel = explain.panel(data.test)
+    images = data.test.images[panel]
+    paths = list(epochs.values())
+    probabilities = _panel_over_epochs(tuple(map(str, paths)), tuple(p.stat().st_mtime_ns for p in paths), data.source, images)
+    truth = pd.DataFrame({CLASSES[k]: probabilities[:, i, k].numpy() for i, k in enumerate(data.test.labels[panel].tolist())},
+                         index=pd.Index(list(epochs), name="epoch"))
+    st.markdown(f"Ten test images, one per class, through the run's {len(epochs)} epochs: the probability each epoch gives "
+                "the image's true class.")
+    st.line_chart(truth, x_label="epoch", y_label="probability of the true class")
+    epoch = next((number for number, path in epochs.items() if path == shown), max(epochs))
+    said = probabilities[list(epochs).index(epoch)]
+    captions = [f"{CLASSES[int(p.argmax())]}\n{p.max():.0%}" for p in said]
+    colors = ["#2ca02c" if int(p.argmax()) == k else "#d62728" for p, k in zip(said, data.test.labels[panel].tolist(), strict=True)]
+    draw(st, labelled_grid(images, captions, colors, columns=10, tile=96), caption=f"what epoch {epoch} says (green: right)")
+
+
+st.title(":material/visibility: Inside the network")
+st.markdown("One picture through LeNet-5, layer by layer: what each convolution sees, how the numbers become an answer, "
+            "and which pixels the answer rests on.")
+
+pick_model, pick_image = st.columns(2, gap="large")
+with pick_model:
+    loaded, epochs = choose_checkpoint()
+with pick_image:
+    picked = choose_image() if loaded is not None else None
+if loaded is None or picked is None:
+    pytorch_code(CODE)
+    st.stop()
+
+image, caption = picked
+stages = explain.activations(loaded.model, image, loaded.normalization)
+show_input(image, caption, stages)
+show_convolutions(stages, explain.filters(loaded.model))
+show_dense(stages)
+show_worked_example(loaded, image, stages)
+show_attribution(loaded, image, stages)
+show_time_machine(epochs, loaded.path)
+pytorch_code(CODE)
