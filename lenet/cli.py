@@ -272,6 +272,7 @@ def export_command(args) -> int:
     return export.run(args)
 
 
-COMMANDS = {"export": export_command, "train": train_command, "evaluate": evaluate_command, "predict": predict_command, "info": info_command,
+COMMANDS = {"export": export_command, "train": train_command,  # one handler per subcommand
+            "evaluate": evaluate_command, "predict": predict_command, "info": info_command,
             "download": download_command, "bench": bench_command}
 

@@ -8,6 +8,8 @@ so a change to one side of the protocol fails a test instead of turning into a s
 import math
 from dataclasses import asdict, dataclass, fields
 
+import torch
+
 
 class EventError(ValueError):
     """A dict is not the event it claims to be (a damaged metrics or status file, or another version's)."""
@@ -147,3 +149,16 @@ class Progress:
             if not _fits(values[f.name], f.type):
                 raise EventError(f"progress: {f.name} = {values[f.name]!r} is not {f.type}")
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """A look inside the model while it trains, made by the training process itself (cheap: 10 images, 6 filters):
+    conv1's filters and the fixed panel's probabilities at one moment. Sent to the server, never written to disk."""
+
+    step: int
+    epoch: int  # the epoch in progress (after a Step) or just finished (after an Epoch), from 1
+    filters: torch.Tensor  # conv1.weight, 6 x 3 x 5 x 5
+    images: torch.Tensor  # the panel, uint8 10 x 3 x 32 x 32, one test image per class
+    labels: list[int]  # the panel's true classes
+    probabilities: torch.Tensor  # 10 x 10: each panel image's probability for each class

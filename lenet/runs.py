@@ -29,9 +29,9 @@ import torch
 
 from .checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
 from .data import CIFAR10, Split, load_cifar10
-from .events import Epoch, Event, EventError, Progress, Start, Step, from_dict, to_dict
+from .events import Epoch, Event, EventError, LiveView, Progress, Start, Step, from_dict, to_dict
 from .files import atomic_write
-from .inference import NORMALIZATIONS
+from .inference import NORMALIZATIONS, predict_logits
 from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, train
 
 FINISHED, STOPPED, FAILED, INTERRUPTED, RUNNING, LOADING = "finished", "stopped", "failed", "interrupted", "running", "loading data"
@@ -39,6 +39,7 @@ DAMAGED = "damaged"  # its files cannot be read as this version writes them; the
 LIVE_STATES = (RUNNING, LOADING)
 HEARTBEAT_SECONDS = 1.0
 STALLED_AFTER_SECONDS = 30.0  # a live run with no event for this long says so on the page
+LIVE_VIEW_SECONDS = 2.0  # how often the training process looks inside the model between epochs
 EPOCHS_FOLDER = "epochs"
 
 
@@ -68,6 +69,7 @@ class RunSnapshot:
     error: str | None = None
     test_accuracy: float | None = None
     last_event: float | None = None  # time.time() of the training process's latest event, while it trains
+    live_view: LiveView | None = None  # the latest look inside the model, while this process trains it
 
     @property
     def checkpoint(self) -> Path | None:
@@ -217,8 +219,9 @@ def _training_process(config, data_source, resume, folder: Path, meta: dict, thr
                 epoch = round(metrics["epoch"])
                 pipe.send(("checkpoint", checkpoint_bytes(model_state, checkpoint_meta), epoch))
 
-        result = train(config, _dataset(data_source), on_event=lambda event: pipe.send(("event", event)),
-                       stop=_StopOrOrphaned(stop, parent_pid), resume=resume, on_checkpoint=save)
+        data = _dataset(data_source)
+        result = train(config, data, on_event=lambda event: pipe.send(("event", event)), stop=_StopOrOrphaned(stop, parent_pid),
+                       resume=resume, on_checkpoint=save, watch=_LiveViewer(data, NORMALIZATIONS[config.normalization], pipe))
         pipe.send(("outcome", STOPPED if result.stopped else FINISHED, None))
     except Exception as exc:  # noqa: BLE001 - the parent marks the run failed with this message
         pipe.send(("outcome", FAILED, failure_message(exc, folder)))
@@ -228,6 +231,30 @@ def _training_process(config, data_source, resume, folder: Path, meta: dict, thr
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+class _LiveViewer:
+    """Makes a LiveView in the training process after each epoch and every LIVE_VIEW_SECONDS in between, so short
+    runs are seen changing several times an epoch; each costs one forward pass of 10 images."""
+
+    def __init__(self, data: CIFAR10, normalization: dict, pipe):
+        from .explain import panel
+
+        self.indices = panel(data.test)
+        self.images, self.labels = data.test.images[self.indices], data.test.labels[self.indices].tolist()
+        self.normalization, self.pipe = normalization, pipe
+        self.last = 0.0
+
+    def __call__(self, model, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, Step) and now - self.last < LIVE_VIEW_SECONDS:
+            return
+        self.last = now
+        device = next(model.parameters()).device
+        probabilities = predict_logits(model, self.images.to(device), self.normalization).softmax(1).cpu()
+        view = LiveView(step=event.step, epoch=event.epoch, filters=model.conv1.weight.detach().cpu().clone(), images=self.images,
+                        labels=self.labels, probabilities=probabilities)
+        self.pipe.send(("view", view))
 
 
 class _ActiveRun:
@@ -413,7 +440,10 @@ class RunRegistry:
                 if kind == "outcome":
                     return message[1], message[2]
                 try:
-                    if kind == "checkpoint":
+                    if kind == "view":
+                        with active.lock:
+                            active.snapshot.live_view = message[1]
+                    elif kind == "checkpoint":
                         _, data_bytes, epoch = message
                         path = folder / "checkpoint.pt" if epoch is None else folder / EPOCHS_FOLDER / f"epoch-{epoch:03d}.pt"
                         write_checkpoint_bytes(path, data_bytes)

@@ -402,11 +402,13 @@ def train(
     stop: threading.Event | None = None,
     resume: dict | None = None,
     on_checkpoint: Callable[[dict, dict, dict], None] | None = None,
+    watch: Callable[[LeNet5, Event], None] | None = None,
 ) -> TrainResult:
     """Train LeNet-5 on data.train, testing on data.test after each epoch.
 
     on_event(event) gets the events of lenet.events: Start, Step (the loss every log_every steps), Epoch, End.
     on_checkpoint(model_state, training_state, metrics) is called after each epoch and when stopped.
+    watch(model, event) is called after each Step and Epoch with the model itself, to look inside it (read only).
     stop is checked every step. resume is a checkpoint's "training" entry plus its "model" weights.
     """
     config.validate(len(data.train))
@@ -417,6 +419,8 @@ def train(
         history.append(event)
         if on_event is not None:
             on_event(event)
+        if watch is not None and isinstance(event, (Step, Epoch)):
+            watch(loop.model, event)
 
     loop = _Loop(config, data, device, emit)
     if resume is not None:
