@@ -607,7 +607,7 @@ def table(report: Report) -> str:
 
 
 def load_test_arguments(description: str, kind: str) -> argparse.ArgumentParser:
-    """The options both load tests take (this one with browsers, tests/wsload.py over the websocket)."""
+    """The options both load tests take (this one with browsers, tools/wsload over the websocket)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sessions", type=int, default=30, help=f"{kind} sessions at once (default 30)")
     parser.add_argument("--seconds", type=float, default=90, help="how long the sessions go on (default 90)")

@@ -1,15 +1,15 @@
 """The websocket load test, short, for CI: 30 sessions watch a live run and classify uploads on one server.
 
-It runs tests/wsload.py (which says how it plays the browser's part) with 30 sessions for 30 seconds against a real
-server on the real CIFAR-10; it takes a minute and a half on 2 cores. The full runs, for the README's figures, are
-`python -m tests.wsload --sessions 30 --seconds 90`. The report is printed (pytest -s shows it) and written to
+It runs tools/wsload (its README says how it plays the browser's part, and which Streamlit it speaks) with 30
+sessions for 30 seconds against a real server on the real CIFAR-10; it takes a minute and a half on 2 cores. The
+full runs, for the README's figures, are `python -m tools.wsload --sessions 30 --seconds 90`. The report is printed (pytest -s shows it) and written to
 test-artifacts/ws-load-test.json."""
 
 
 import pytest
 
 from tests.loadtest import GOOD_RUN_STATES, REPO, REQUEST_KINDS, keep, problems
-from tests.wsload import WsReport, run_ws_load_test, table
+from tools.wsload import SPOKEN_STREAMLIT, UnsupportedStreamlit, WsReport, check_streamlit_version, run_ws_load_test, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -17,6 +17,16 @@ SESSIONS, SECONDS = 30, 30
 # Peak growth of the server's memory per session over the warm server with no session, as for the browser load
 # test (tests/loadtest.py says where the bound comes from: a copy of the training split per session would be 154 MB).
 MAX_MB_PER_SESSION = 50
+
+
+def test_the_load_generator_speaks_the_installed_streamlit_and_refuses_another():
+    """When Streamlit is upgraded, this fails first, naming what to check, instead of the load figures going wrong."""
+    import streamlit
+
+    check_streamlit_version()  # raises for a version the generator was not checked against
+    assert streamlit.__version__.startswith(SPOKEN_STREAMLIT)
+    with pytest.raises(UnsupportedStreamlit, match="1.68.0"):
+        check_streamlit_version("1.68.0")
 
 
 @pytest.fixture(scope="module")

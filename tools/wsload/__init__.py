@@ -2,7 +2,10 @@
 
 From the repository root, with the real CIFAR-10 in LENET_DATA:
 
-    python -m tests.wsload --sessions 30 --seconds 90 --json test-artifacts/ws-30.json
+    python -m tools.wsload --sessions 30 --seconds 90 --json test-artifacts/ws-30.json
+
+It speaks the protocol of the Streamlit versions in SPOKEN_STREAMLIT (tools/wsload/README.md says how to extend it);
+on any other version it refuses to run, so tests/test_wsload.py fails loudly instead of measuring nonsense.
 
 tests/loadtest.py drives real Chromium pages; on 2 cores 30 of them use up the CPU themselves and time out before
 the server is tested. This load generator plays the browser's part itself: per session one websocket speaking
@@ -59,7 +62,6 @@ sessions got every answer within 4 s. --server-env STREAMLIT_RUNNER_POST_SCRIPT_
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -70,6 +72,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import streamlit
 from streamlit.proto.Alert_pb2 import Alert
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ClientState_pb2 import ClientState
@@ -108,6 +111,21 @@ from tests.loadtest import (
     summarize,
     wait_for_checkpoint,
 )
+
+# The Streamlit versions whose frontend this module imitates (message cache, widget states, fragment timers, uploads).
+SPOKEN_STREAMLIT = ("1.67.",)
+
+
+class UnsupportedStreamlit(RuntimeError):
+    """The installed Streamlit is not one whose protocol this load generator was checked against."""
+
+
+def check_streamlit_version(version: str = streamlit.__version__) -> None:
+    if not version.startswith(SPOKEN_STREAMLIT):
+        raise UnsupportedStreamlit(
+            f"tools/wsload speaks the protocol of Streamlit {', '.join(v.rstrip('.') for v in SPOKEN_STREAMLIT)}, not {version}: "
+            "check its frontend's BackMsg/ForwardMsg handling against tools/wsload/README.md, then add the version to SPOKEN_STREAMLIT"
+        )
 
 # The browser's context in every rerun (ClientState.context_info).
 CONTEXT = {"timezone": "UTC", "timezone_offset": 0, "locale": "en-US", "is_embedded": False, "color_scheme": "light"}
@@ -948,8 +966,11 @@ def run_ws_load_test(data_dir: Path, sessions: int = 30, seconds: float = 90, ra
                      log: Callable[[str], None] = print, live_updates: int = 1, server_env: dict | None = None) -> WsReport:
     """Start a server, load it with `sessions` websocket sessions for `seconds`, and report what happened.
 
+    Refuses (UnsupportedStreamlit) on a Streamlit whose protocol it has not been checked against.
+
     The server's log and runs folder go to workdir, else to a temporary folder removed at the end; server_env is
     added to its environment (e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=false to try a Streamlit option)."""
+    check_streamlit_version()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="lenet-wsload-") as tmp:
             return run_ws_load_test(data_dir, sessions, seconds, ramp, timeout_s, train_images, epochs, Path(tmp), log, live_updates,
@@ -1004,6 +1025,3 @@ def main(argv: list[str] | None = None) -> int:
                               args.workdir, live_updates=args.live_updates, server_env=server_env)
     return report_and_verdict(report, table(report), args.json, args.max_mb_per_session)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
