@@ -202,24 +202,33 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _training_process(config, data_source, resume, folder: Path, meta: dict, threads: int, nice: int, pipe, stop,
-                      parent_pid: int) -> None:
-    """The child: train, sending the parent ("event", Event), ("checkpoint", bytes, epoch or None), then ("outcome", ...)."""
+def _training_process(data_source, threads: int, nice: int, jobs, pipe, stop, parent_pid: int) -> None:
+    """The child: get ready (torch, the data), wait for one job, train it, sending the parent ("event", Event),
+    ("view", arrays), ("checkpoint", bytes, epoch or None), then ("outcome", state, error)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle: it asks to stop
     if nice:
         os.nice(nice)  # every core trains, and the server's pages still come first when they need the CPU
     torch.set_num_threads(threads)
     try:
+        data, data_error = _dataset(data_source), None
+    except Exception as exc:  # noqa: BLE001 - reported when a job comes, as that run's failure
+        data, data_error = None, exc
+    try:
+        config, resume, folder, meta = jobs.recv()
+    except EOFError:
+        os._exit(0)  # the server no longer needs this process (it stopped, or let a warm process go)
+    try:
+        if data_error is not None:
+            raise data_error
+
         def save(model_state, training_state, metrics):
             # The server writes them, after the events before them: a checkpoint is never ahead of metrics.json.
             checkpoint_meta = {**meta, "metrics": metrics}
             pipe.send(("checkpoint", checkpoint_bytes(model_state, checkpoint_meta, training_state), None))
             if metrics["reason"] == "epoch":
-                epoch = round(metrics["epoch"])
-                pipe.send(("checkpoint", checkpoint_bytes(model_state, checkpoint_meta), epoch))
+                pipe.send(("checkpoint", checkpoint_bytes(model_state, checkpoint_meta), round(metrics["epoch"])))
 
-        data = _dataset(data_source)
         result = train(config, data, on_event=lambda event: pipe.send(("event", event)), stop=_StopOrOrphaned(stop, parent_pid),
                        resume=resume, on_checkpoint=save, watch=_LiveViewer(data, NORMALIZATIONS[config.normalization], pipe))
         pipe.send(("outcome", STOPPED if result.stopped else FINISHED, None))
@@ -231,6 +240,37 @@ def _training_process(config, data_source, resume, folder: Path, meta: dict, thr
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+class _TrainingProcess:
+    """A spawned training process and its two pipes. Started ahead of need (warm), it has imported torch and read the
+    data by the time Start is pressed: the first loss comes within a second instead of after three."""
+
+    def __init__(self, data_source, threads: int, nice: int, stop=None):
+        self.stop = stop if stop is not None else _PROCESSES.Event()  # set by the server, read by the training process
+        jobs_child, self.jobs = _PROCESSES.Pipe(duplex=False)
+        self.events, events_child = _PROCESSES.Pipe(duplex=False)
+        self.process = _PROCESSES.Process(target=_training_process, name="train-process", daemon=True,
+                                          args=(data_source, threads, nice, jobs_child, events_child, self.stop, os.getpid()))
+        self.process.start()
+        # Only the child's copies stay open: reading ends (EOFError) when the child does, and so does its waiting.
+        jobs_child.close()
+        events_child.close()
+
+    def assign(self, config: TrainConfig, resume: dict | None, folder: Path, meta: dict) -> None:
+        self.jobs.send((config, resume, folder, meta))
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def close(self) -> None:
+        """Let it go: an idle process ends when its job pipe closes; a busy one is killed (its run already ended)."""
+        self.jobs.close()
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.events.close()
 
 
 class _LiveViewer:
@@ -252,18 +292,19 @@ class _LiveViewer:
         self.last = now
         device = next(model.parameters()).device
         probabilities = predict_logits(model, self.images.to(device), self.normalization).softmax(1).cpu()
-        view = LiveView(step=event.step, epoch=event.epoch, filters=model.conv1.weight.detach().cpu().clone(), images=self.images,
-                        labels=self.labels, probabilities=probabilities)
-        self.pipe.send(("view", view))
+        # As numpy arrays: torch tensors would cross the pipe through shared memory, a file per message.
+        self.pipe.send(("view", {"step": event.step, "epoch": event.epoch, "filters": model.conv1.weight.detach().cpu().numpy().copy(),
+                                 "images": self.images.numpy(), "labels": self.labels, "probabilities": probabilities.numpy()}))
 
 
 class _ActiveRun:
     """The one run this process is training; its snapshot changes only under self.lock."""
 
-    def __init__(self, snapshot: RunSnapshot):
+    def __init__(self, snapshot: RunSnapshot, trainer: "_TrainingProcess | None"):
         self.lock = threading.Lock()
         self.snapshot = snapshot
-        self.stop = _PROCESSES.Event()  # set by the server, read by the training process
+        self.trainer = trainer  # a warm training process, or None: one is started once the data is there
+        self.stop = trainer.stop if trainer is not None else _PROCESSES.Event()  # set by the server, read by the child
         self.thread: threading.Thread | None = None
         self.last_flush = 0.0
         self.run_lock = None  # the flock on the run folder, held while this process trains it
@@ -279,10 +320,12 @@ class RunRegistry:
     load_data gives the dataset (the app's waits for its background load). With data_dir, the training process
     reads that folder's tensor cache itself; without, the data is sent to it as arrays. threads: the training
     process's CPU threads (default: every core); nice: how much it yields the CPU to this process's own work.
+    warm (with data_dir): keep a training process started and ready, once the data is loaded, so a Start trains at
+    once; it costs an idle process (about 300 MB, mostly torch's libraries, shared with nothing).
     """
 
     def __init__(self, runs_dir: Path | str, load_data: Callable[[], CIFAR10], threads: int | None = None, data_source: str = "",
-                 data_dir: Path | str | None = None, nice: int = 0):
+                 data_dir: Path | str | None = None, nice: int = 0, warm: bool = False):
         self.runs_dir = Path(runs_dir)
         self.load_data = load_data
         self.threads = threads or default_threads()
@@ -291,6 +334,10 @@ class RunRegistry:
         self.nice = nice
         self._lock = threading.RLock()  # resume() reads a snapshot while holding it
         self._active: _ActiveRun | None = None
+        self.warm = warm and self.data_dir is not None
+        self._warm: _TrainingProcess | None = None
+        if self.warm:
+            self._warm_up()
         # A server or CLI that exits mid-run stops it cleanly (a last checkpoint, state "stopped") instead of
         # tearing the training down inside torch.
         atexit.register(self.stop, timeout=10)
@@ -354,6 +401,28 @@ class RunRegistry:
         if active is not None and active.thread is not None:
             active.thread.join(timeout)
 
+    def _warm_up(self) -> None:
+        """Start a warm training process in the background, once the data is loaded (so it reads the cache, never
+        decoding the images a second time beside the server)."""
+
+        def make() -> None:
+            try:
+                self.load_data()
+            except Exception:  # noqa: BLE001 - no data, no warm process: a Start says why
+                return
+            with self._lock:
+                if self._warm is None:
+                    self._warm = _TrainingProcess(self.data_dir, self.threads, self.nice)
+
+        threading.Thread(target=make, name="warm-trainer", daemon=True).start()
+
+    def _take_warm(self) -> "_TrainingProcess | None":
+        warm, self._warm = self._warm, None
+        if warm is not None and not warm.alive():
+            warm.close()
+            return None
+        return warm
+
     def _refuse_if_busy(self) -> None:
         if self._active is not None and self._active.thread is not None and self._active.thread.is_alive():
             raise RunInProgress(self._active.snapshot.id)
@@ -372,13 +441,15 @@ class RunRegistry:
         raise RunError(f"cannot name a new run in {self.runs_dir}: too many started at {stamp}")
 
     def _launch(self, snapshot: RunSnapshot, config: TrainConfig, resume: dict | None) -> None:
-        active = _ActiveRun(snapshot)
-        active.run_lock = _take_lock(snapshot.folder, snapshot.id)
+        run_lock = _take_lock(snapshot.folder, snapshot.id)
+        active = _ActiveRun(snapshot, self._take_warm())
+        active.run_lock = run_lock
         active.thread = threading.Thread(target=self._train, args=(active, config, resume), name=f"train-{snapshot.id}", daemon=True)
         try:
             self._flush(active, force=True)
         except OSError as error:
             active.run_lock.close()
+            self._warm = active.trainer  # not used: still warm for the next Start
             raise RunError(f"cannot write to the run folder {snapshot.folder}: {error.strerror or error}") from None
         self._active = active
         active.thread.start()
@@ -402,9 +473,11 @@ class RunRegistry:
         except OSError:
             pass  # the run folder itself is gone or unwritable; the in-memory snapshot still says what happened
         active.run_lock.close()
+        if self.warm:
+            self._warm_up()  # ready for the next Start
 
     def _train_in_child(self, active: _ActiveRun, config: TrainConfig, resume: dict | None, data: CIFAR10) -> tuple[str, str | None]:
-        """Start the training process and relay what it sends until it ends; return the run's final state and error.
+        """Give the run to a training process and relay what it sends until it ends; return the run's final state and error.
 
         Any failure to write the run's files ends the run as failed and stops the child: a relay that died would
         leave the child blocked on a full pipe and the registry busy forever.
@@ -412,18 +485,16 @@ class RunRegistry:
         folder = active.snapshot.folder
         meta = {"normalization": NORMALIZATIONS[config.normalization], "recipe": config.to_dict(),
                 "run_id": active.snapshot.id, "data_source": self.data_source}
-        pipe, child_end = _PROCESSES.Pipe(duplex=False)
-        data_source = self.data_dir if self.data_dir is not None else _arrays(data)
-        process = _PROCESSES.Process(
-            target=_training_process, name=f"train-{active.snapshot.id}", daemon=True,
-            args=(config, data_source, resume, folder, meta, self.threads, self.nice, child_end, active.stop, os.getpid()),
-        )
-        process.start()
-        child_end.close()  # only the child's copy stays open: reading ends (EOFError) when the child does
+        trainer = active.trainer
+        if trainer is None:
+            trainer = _TrainingProcess(self.data_dir if self.data_dir is not None else _arrays(data), self.threads, self.nice,
+                                       stop=active.stop)
+        trainer.assign(config, resume, folder, meta)
+        events, process = trainer.events, trainer.process
         started = False
         try:
             while True:
-                if not pipe.poll(0.05):
+                if not events.poll(0.05):
                     if active.stop.is_set() and not started:
                         # Stopped while the child still starts up (a second or two): it has written nothing yet, so
                         # end it now rather than make Stop wait for it.
@@ -431,7 +502,7 @@ class RunRegistry:
                         return STOPPED, None
                     continue
                 try:
-                    message = pipe.recv()
+                    message = events.recv()
                 except EOFError:  # it died without a word: killed (out of memory?) or crashed inside torch
                     process.join()
                     return FAILED, f"the training process ended unexpectedly (exit code {process.exitcode})"
@@ -440,21 +511,30 @@ class RunRegistry:
                 if kind == "outcome":
                     return message[1], message[2]
                 try:
-                    if kind == "view":
-                        with active.lock:
-                            active.snapshot.live_view = message[1]
-                    elif kind == "checkpoint":
-                        _, data_bytes, epoch = message
-                        path = folder / "checkpoint.pt" if epoch is None else folder / EPOCHS_FOLDER / f"epoch-{epoch:03d}.pt"
-                        write_checkpoint_bytes(path, data_bytes)
-                    else:
-                        self._on_event(active, message[1], process.pid)
+                    self._relay(active, message, process.pid)
                 except OSError as exc:  # disk full, folder gone or made read-only: the run cannot keep what it trains
                     process.kill()
                     return FAILED, failure_message(exc, folder)
         finally:
-            process.join()
-            pipe.close()
+            trainer.close()
+
+    def _relay(self, active: _ActiveRun, message: tuple, training_pid: int) -> None:
+        """One message of the training process into the run: a look inside, a checkpoint to write, or an event."""
+        kind = message[0]
+        if kind == "view":
+            view = message[1]
+            live_view = LiveView(step=view["step"], epoch=view["epoch"], filters=torch.from_numpy(view["filters"]),
+                                 images=torch.from_numpy(view["images"]), labels=view["labels"],
+                                 probabilities=torch.from_numpy(view["probabilities"]))
+            with active.lock:
+                active.snapshot.live_view = live_view
+        elif kind == "checkpoint":
+            _, data_bytes, epoch = message
+            folder = active.snapshot.folder
+            write_checkpoint_bytes(folder / "checkpoint.pt" if epoch is None else folder / EPOCHS_FOLDER / f"epoch-{epoch:03d}.pt",
+                                   data_bytes)
+        else:
+            self._on_event(active, message[1], training_pid)
 
     def _on_event(self, active: _ActiveRun, event: Event, training_pid: int) -> None:
         with active.lock:
