@@ -180,16 +180,6 @@ def occlusion_map(model: LeNet5, image: torch.Tensor, normalization: dict, targe
 # ---- the time machine: the same images through every epoch's checkpoint -------------------------------------------
 
 
-def epoch_checkpoints(run_folder: Path | str) -> dict[int, Path]:
-    """A run's per-epoch checkpoints, epochs/epoch-001.pt, epoch-002.pt, ...: epoch number -> file, in epoch order."""
-    numbered = {}
-    for path in (Path(run_folder) / "epochs").glob("epoch-*.pt"):
-        number = path.stem.removeprefix("epoch-")
-        if number.isdigit():
-            numbered[int(number)] = path
-    return dict(sorted(numbered.items()))  # by number, not by name: epoch-1000 comes after epoch-999
-
-
 def panel(split: Split, seed: int = 0) -> list[int]:
     """Indices of ten images of the split, one per class in CLASSES order, the same for the same seed."""
     generator = torch.Generator().manual_seed(seed)

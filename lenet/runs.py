@@ -77,13 +77,7 @@ class RunSnapshot:
         return path if path.is_file() else None
 
     def epoch_checkpoints(self) -> dict[int, Path]:
-        """Epoch number -> the weights at its end, for the epochs whose file is there."""
-        found = {}
-        for path in sorted((self.folder / EPOCHS_FOLDER).glob("epoch-*.pt")):
-            number = path.stem.removeprefix("epoch-")
-            if number.isdigit():
-                found[int(number)] = path
-        return found
+        return epoch_checkpoints(self.folder)
 
     @property
     def live(self) -> bool:
@@ -100,6 +94,16 @@ class RunSnapshot:
     def copy(self) -> "RunSnapshot":
         return replace(self, config=dict(self.config), progress=replace(self.progress), steps=list(self.steps),
                        epochs=list(self.epochs))
+
+
+def epoch_checkpoints(run_folder: Path | str) -> dict[int, Path]:
+    """A run's per-epoch weights, epochs/epoch-001.pt, epoch-002.pt, ...: epoch number -> file, in epoch order."""
+    numbered = {}
+    for path in (Path(run_folder) / EPOCHS_FOLDER).glob("epoch-*.pt"):
+        number = path.stem.removeprefix("epoch-")
+        if number.isdigit():
+            numbered[int(number)] = path
+    return dict(sorted(numbered.items()))  # by number, not by name: epoch-1000 comes after epoch-999
 
 
 def write_json(path: Path, value) -> None:

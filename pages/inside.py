@@ -13,6 +13,7 @@ from lenet import explain
 from lenet.checkpoint import CheckpointError
 from lenet.data import CLASSES
 from lenet.predict import ImageError, load_image, model_input
+from lenet.runs import epoch_checkpoints
 from pages import _charts, _code
 from pages._code import pytorch_code
 from pages._images import labelled_grid, to_pil, upscale
@@ -132,7 +133,7 @@ def choose_checkpoint() -> tuple[LoadedModel | None, dict[int, Path]]:
     loaded = choose_model(key="inside-model")
     if loaded is None:
         return None, {}
-    epochs = explain.epoch_checkpoints(loaded.path.parent)  # a run's checkpoint.pt sits beside its epochs/ folder
+    epochs = epoch_checkpoints(loaded.path.parent)  # a run's checkpoint.pt sits beside its epochs/ folder
     if len(epochs) < 2:
         return loaded, epochs
     epoch = st.select_slider("Epoch", list(epochs), value=max(epochs), key=f"inside-epoch-{loaded.path}",

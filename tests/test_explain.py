@@ -9,6 +9,7 @@ from lenet.checkpoint import default_checkpoint, load_model, save_checkpoint
 from lenet.data import CLASSES, WALKTHROUGH_NORMALIZATION
 from lenet.inference import NORMALIZATIONS, normalize, predict_logits
 from lenet.model import LeNet5
+from lenet.runs import epoch_checkpoints
 from lenet.train import preset, train
 
 SHAPES = [(3, 32, 32), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,), (10,)]
@@ -216,7 +217,7 @@ def test_per_epoch_checkpoints_load_and_show_the_panel_changing(tmp_path, cifar,
     result = train(config, cifar, on_checkpoint=save_epoch)
     (tmp_path / "epochs" / "notes.txt").write_text("not a checkpoint")
     (tmp_path / "epochs" / "epoch-best.pt").write_text("not one epoch's checkpoint")
-    epochs = explain.epoch_checkpoints(tmp_path)
+    epochs = epoch_checkpoints(tmp_path)
     assert {epoch: path.name for epoch, path in epochs.items()} == {1: "epoch-001.pt", 2: "epoch-002.pt"}
     paths = list(epochs.values())
     images = cifar.test.images[explain.panel(cifar.test)]
@@ -229,13 +230,13 @@ def test_per_epoch_checkpoints_load_and_show_the_panel_changing(tmp_path, cifar,
     # The last epoch's file is the trained model itself.
     assert torch.allclose(probabilities[1], predict_logits(result.model, images, meta["normalization"]).softmax(1), atol=1e-6)
     assert explain.classify_over_epochs([], images).shape == (0, 10, 10)
-    assert explain.epoch_checkpoints(tmp_path / "elsewhere") == {}
+    assert epoch_checkpoints(tmp_path / "elsewhere") == {}
 
 
 def test_epoch_checkpoints_come_in_epoch_order_past_999(tmp_path):
     (tmp_path / "epochs").mkdir()
     for name in ("epoch-1000.pt", "epoch-010.pt", "epoch-999.pt", "epoch-002.pt", "epoch-.pt", "epoch-3.tmp"):
         (tmp_path / "epochs" / name).write_bytes(b"")
-    epochs = explain.epoch_checkpoints(tmp_path)
+    epochs = epoch_checkpoints(tmp_path)
     assert list(epochs) == [2, 10, 999, 1000]
     assert [path.name for path in epochs.values()] == ["epoch-002.pt", "epoch-010.pt", "epoch-999.pt", "epoch-1000.pt"]
