@@ -17,11 +17,11 @@ from .data import CLASSES, DataError, default_data_dir, download_cifar10, load_c
 from .files import atomic_write
 from .files import runs_dir as default_runs_dir
 from .model import LeNet5, count_parameters, layer_summary
-from .predict import ImageError, classify
+from .predict import ImageError, ModelError, classify
 from .runs import FAILED, RunError, RunRegistry
 from .train import PRESETS, ConfigError, TrainConfig, default_threads, preset
 
-USER_ERRORS = (DataError, CheckpointError, ConfigError, RunError, ImageError)
+USER_ERRORS = (DataError, CheckpointError, ConfigError, RunError, ImageError, ModelError)
 
 
 def max_threads() -> int:

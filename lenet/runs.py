@@ -2,7 +2,8 @@
 
 runs/<id>/config.json          the TrainConfig, written once
 runs/<id>/status.json          state, error, progress, heartbeat (rewritten about once a second)
-runs/<id>/metrics.json         every Step and Epoch event so far (lenet.events, as dicts)
+runs/<id>/metrics.jsonl        every Step and Epoch event so far, one JSON object a line, appended (as TensorBoard
+                               and MLflow log): a 1,000-epoch run never rewrites megabytes once a second
 runs/<id>/checkpoint.pt        the latest weights, with what is needed to resume (after each epoch and on stop)
 runs/<id>/epochs/epoch-NNN.pt  the weights at the end of each epoch (no optimizer state: about 250 KB each)
 runs/<id>/.lock                held (flock) by the process that trains the run, for as long as it does
@@ -41,6 +42,8 @@ HEARTBEAT_SECONDS = 1.0
 STALLED_AFTER_SECONDS = 30.0  # a live run with no event for this long says so on the page
 LIVE_VIEW_SECONDS = 2.0  # how often the training process looks inside the model between epochs
 EPOCHS_FOLDER = "epochs"
+METRICS = "metrics.jsonl"
+LEGACY_METRICS = "metrics.json"  # the version before JSON lines: one document, read when there is no metrics.jsonl
 
 
 class RunError(Exception):
@@ -70,6 +73,7 @@ class RunSnapshot:
     test_accuracy: float | None = None
     last_event: float | None = None  # time.time() of the training process's latest event, while it trains
     live_view: LiveView | None = None  # the latest look inside the model, while this process trains it
+    metrics_read: bool = True  # False in list_runs()'s light snapshots: steps and epochs not read (snapshot() reads them)
 
     @property
     def checkpoint(self) -> Path | None:
@@ -104,6 +108,10 @@ def epoch_checkpoints(run_folder: Path | str) -> dict[int, Path]:
         if number.isdigit():
             numbered[int(number)] = path
     return dict(sorted(numbered.items()))  # by number, not by name: epoch-1000 comes after epoch-999
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, value) -> None:
@@ -311,6 +319,7 @@ class _ActiveRun:
         self.stop = trainer.stop if trainer is not None else _PROCESSES.Event()  # set by the server, read by the child
         self.thread: threading.Thread | None = None
         self.last_flush = 0.0
+        self.logged = 0  # how many of the snapshot's steps and epochs metrics.jsonl holds
         self.run_lock = None  # the flock on the run folder, held while this process trains it
 
     def copy(self) -> RunSnapshot:
@@ -562,7 +571,14 @@ class RunRegistry:
             return
         active.last_flush = now
         s = active.copy()
-        write_json(s.folder / "metrics.json", {"steps": [to_dict(e) for e in s.steps], "epochs": [to_dict(e) for e in s.epochs]})
+        events = sorted(s.steps + s.epochs, key=lambda e: (e.step, isinstance(e, Epoch)))
+        if active.logged == 0:
+            # A new run, or one resumed (its curve cut back to the checkpoint): the file starts over, atomically.
+            write_text(s.folder / METRICS, "".join(json.dumps(to_dict(e)) + "\n" for e in events))
+        elif len(events) > active.logged:
+            with open(s.folder / METRICS, "a") as f:
+                f.write("".join(json.dumps(to_dict(e)) + "\n" for e in events[active.logged:]))
+        active.logged = len(events)
         write_json(s.folder / "status.json", {"state": s.state, "error": s.error, "progress": s.progress.to_dict(),
                                               "test_accuracy": s.test_accuracy, "pid": os.getpid(), "updated": time.time()})
 
@@ -587,32 +603,42 @@ class RunRegistry:
             return active.copy()
         return self._read(self.runs_dir / run_id)
 
-    def list_runs(self) -> list[RunSnapshot]:
-        """Every run in the folder, newest first; runs that were live in a process that died show as interrupted."""
+    def list_runs(self, metrics: bool = False) -> list[RunSnapshot]:
+        """Every run in the folder, newest first; runs that were live in a process that died show as interrupted.
+
+        Light by default: from each run's config and status only (its steps and epochs are not read: metrics_read is
+        False), so listing 2,000 runs stays well under a second; metrics=True reads them all (snapshot() reads one).
+        """
         if not self.runs_dir.is_dir():
             return []
         runs = []
+        with self._lock:
+            active = self._active
         for folder in sorted(self.runs_dir.iterdir(), reverse=True):
-            if folder.is_dir() and (folder / "config.json").is_file():
-                try:
-                    runs.append(self.snapshot(folder.name))
-                except RunError:
-                    continue
+            if not (folder.is_dir() and (folder / "config.json").is_file()):
+                continue
+            try:
+                if active is not None and active.snapshot.id == folder.name:
+                    runs.append(active.copy())
+                else:
+                    runs.append(self._read(folder, metrics))
+            except RunError:
+                continue
         return runs
 
-    def _read(self, folder: Path) -> RunSnapshot:
+    def _read(self, folder: Path, metrics: bool = True) -> RunSnapshot:
         config = read_json(folder / "config.json")
         if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
             raise RunError(f"{folder}: not a run folder (config.json missing or unreadable)")
         created = config.get("created")
         snapshot = RunSnapshot(folder.name, folder, INTERRUPTED, config["config"], created if isinstance(created, str) else "",
-                               Progress(epochs=_whole(config["config"].get("epochs"))))
-        status, metrics = read_json(folder / "status.json"), read_json(folder / "metrics.json")
-        if status is None and metrics is None:
-            return snapshot  # killed before its first write: nothing trained, resumable if a checkpoint exists
+                               Progress(epochs=_whole(config["config"].get("epochs"))), metrics_read=metrics)
+        status = read_json(folder / "status.json")
         try:
-            _read_status(snapshot, status)
-            _read_metrics(snapshot, metrics)
+            if status is not None:
+                _read_status(snapshot, status)
+            if metrics:
+                snapshot.steps, snapshot.epochs = read_metrics(folder)
         except EventError as error:
             snapshot.state, snapshot.error = DAMAGED, f"its files are damaged ({error}); the other runs are not affected"
             snapshot.steps, snapshot.epochs, snapshot.test_accuracy = [], [], None
@@ -621,6 +647,55 @@ class RunRegistry:
         if snapshot.state in LIVE_STATES and not _locked_elsewhere(folder):
             snapshot.state = INTERRUPTED  # it was live in a process that is gone (killed, crashed, restarted)
         return snapshot
+
+
+_PARSED: dict[Path, tuple[tuple[int, int], list[Step], list[Epoch]]] = {}  # metrics file -> (size, mtime), its events
+_PARSED_MAX = 64
+_PARSED_LOCK = threading.Lock()  # pages of many sessions read at once
+
+
+def read_metrics(folder: Path) -> tuple[list[Step], list[Epoch]]:
+    """A run's steps and epochs from metrics.jsonl (or the older metrics.json); EventError when they are damaged.
+
+    A last line without its newline is an append cut short by a kill: it is left out, not called damage. Parsed
+    files are remembered by size and modification time, so redrawing a finished run's charts reads nothing again.
+    """
+    path = folder / METRICS
+    if not path.is_file():
+        legacy = read_json(folder / LEGACY_METRICS)
+        if legacy is None:
+            return [], []
+        if not isinstance(legacy, dict) or not isinstance(legacy.get("steps"), list) or not isinstance(legacy.get("epochs"), list):
+            raise EventError("metrics.json does not hold lists of steps and epochs")
+        return [from_dict(e, Step) for e in legacy["steps"]], [from_dict(e, Epoch) for e in legacy["epochs"]]
+    try:
+        stat = path.stat()
+        key = (stat.st_size, stat.st_mtime_ns)
+        with _PARSED_LOCK:
+            known = _PARSED.get(path)
+        if known is not None and known[0] == key:
+            return list(known[1]), list(known[2])
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EventError(f"{METRICS} cannot be read ({error})") from None
+    lines = text.split("\n")
+    steps, epochs = [], []
+    for number, line in enumerate(lines[:-1], start=1):  # the part after the last newline is torn or empty
+        try:
+            event = from_dict(json.loads(line))
+        except ValueError as error:  # EventError is one
+            raise EventError(f"{METRICS} line {number}: {error}") from None
+        if isinstance(event, Step):
+            steps.append(event)
+        elif isinstance(event, Epoch):
+            epochs.append(event)
+        else:
+            raise EventError(f"{METRICS} line {number}: a {type(event).__name__} event does not belong there")
+    with _PARSED_LOCK:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[path] = (key, steps, epochs)
+    return list(steps), list(epochs)
 
 
 def measured_rate(runs: list[RunSnapshot], config: TrainConfig) -> float | None:
@@ -653,10 +728,3 @@ def _read_status(snapshot: RunSnapshot, status) -> None:
         fields_now = Progress(epochs=snapshot.progress.epochs).to_dict()
         progress = {name: progress.get(name, default) for name, default in fields_now.items()}
     snapshot.progress = Progress.from_dict(progress)
-
-
-def _read_metrics(snapshot: RunSnapshot, metrics) -> None:
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("steps"), list) or not isinstance(metrics.get("epochs"), list):
-        raise EventError("metrics.json does not hold lists of steps and epochs")
-    snapshot.steps = [from_dict(e, Step) for e in metrics["steps"]]
-    snapshot.epochs = [from_dict(e, Epoch) for e in metrics["epochs"]]

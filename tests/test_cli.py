@@ -69,9 +69,9 @@ def test_train_writes_a_run_folder(tmp_path, cifar_dir):
                 "--export", tmp_path / "model.pt")
     assert out.returncode == 0, out.stderr
     [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert {"config.json", "status.json", "metrics.json", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] and len(metrics["epochs"]) == 1
+    assert {"config.json", "status.json", "metrics.jsonl", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {e["event"] for e in events} == {"step", "epoch"} and sum(e["event"] == "epoch" for e in events) == 1
     card = json.loads((tmp_path / "model.json").read_text())
     assert 0 < card["test_accuracy"] < 1 and set(card["per_class_accuracy"]) == set(CLASSES)
 

@@ -1,6 +1,7 @@
 """Image-folder trees (train/<class>/*, test/<class>/*) that the tests write: decoded, validated, cached and re-read."""
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -64,23 +65,52 @@ def test_an_image_folder_gives_uint8_tensors_with_labels_in_class_order(tree):
     assert "image-folder" in data.source and str(tree.resolve()) in data.source
 
 
-def test_images_of_other_sizes_and_modes_become_32x32_rgb(tree):
+def test_images_in_other_modes_and_formats_become_rgb(tree):
     cat = tree / "train" / "cat"
-    _write_image(cat / "big.png", (10, 120, 240), size=(64, 48))
-    _write_image(cat / "tiny.png", (10, 120, 240), size=(8, 8))
     _write_image(cat / "gray.png", (90, 90, 90), mode="L")
     _write_image(cat / "alpha.png", (10, 120, 240), mode="RGBA")
-    Image.new("RGB", (40, 40), (10, 120, 240)).save(cat / "photo.JPG", quality=100)  # upper-case extension, JPEG
+    palette = Image.new("P", (32, 32), 0)
+    palette.putpalette([10, 120, 240] + [0] * 765)
+    palette.save(cat / "palette.gif")
+    Image.new("RGB", (32, 32), (10, 120, 240)).save(cat / "photo.JPG", quality=100)  # upper-case extension, JPEG
     data = load_cifar10(tree)
-    assert data.train.images.shape == (35, 3, 32, 32)
+    assert data.train.images.shape == (34, 3, 32, 32)
     added = data.train.images[data.train.labels == CLASSES.index("cat")]
-    assert len(added) == 8
+    assert len(added) == 7
     by_color = {tuple(img[:, 16, 16].tolist()) for img in added}
     assert (10, 120, 240) in by_color and (90, 90, 90) in by_color
     for img in added:
         center = img[:, 16, 16]
-        # Resized solid images stay solid (JPEG within a few levels).
-        assert (img.int() - center.int()[:, None, None]).abs().max() <= 3
+        assert (img.int() - center.int()[:, None, None]).abs().max() <= 3  # solid stays solid (JPEG within a few levels)
+
+
+def test_images_of_other_sizes_are_refused_naming_one_and_the_count(tree):
+    # Deliberately not resized (it used to be): CIFAR-10's images are 32 x 32, and a silent resize hides a mistake.
+    cat = tree / "train" / "cat"
+    _write_image(cat / "big.png", (10, 120, 240), size=(64, 48))
+    _write_image(cat / "tiny.png", (10, 120, 240), size=(8, 8))
+    _write_image(tree / "train" / "dog" / "wide.png", (10, 120, 240), size=(33, 32))
+    message = _assert_data_error(tree, cat / "big.png", "64 x 48 pixels", f"3 images in {tree / 'train'} are not 32 x 32", "Resize")
+    assert "\n" not in message
+
+
+def test_one_image_of_another_size_is_refused_in_the_singular(tree):
+    _write_image(tree / "test" / "ship" / "big.png", (1, 2, 3), size=(32, 31))
+    _assert_data_error(tree, tree / "test" / "ship" / "big.png", "32 x 31 pixels", f"1 image in {tree / 'test'} is not 32 x 32")
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_waited_on(tree):
+    fifo = tree / "train" / "cat" / "x.png"
+    os.mkfifo(fifo)
+    result = {}
+    loader = threading.Thread(target=lambda: result.update(data=load_cifar10(tree)), daemon=True)
+    loader.start()
+    loader.join(timeout=60)
+    if loader.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the blocked reader see end-of-file and finish
+        loader.join()
+        pytest.fail("load_cifar10 waited on a FIFO named x.png")
+    assert len(result["data"].train) == 30 and result["data"].train.class_counts() == [3] * 10
 
 
 def test_files_that_are_not_images_and_hidden_entries_are_ignored(tree):
@@ -212,6 +242,19 @@ def test_replacing_an_image_by_another_invalidates_the_cache(tree):
     after = load_cifar10(tree)
     assert len(after.test) == len(before.test)
     assert (250, 1, 2) in _colors(after.test) and (250, 1, 2) not in _colors(before.test)
+
+
+def test_an_image_rewritten_in_place_is_not_served_from_the_cache(tree):
+    before = load_cifar10(tree)
+    folder = tree / "train" / "horse"
+    folder_stamp = os.stat(folder).st_mtime_ns
+    time.sleep(0.02)  # a later file mtime even on coarse clocks
+    _write_image(folder / "img01.png", (250, 1, 2))  # the same name, the same size in bytes or not: other pixels
+    assert os.stat(folder).st_mtime_ns == folder_stamp  # no folder changed: the file's own stamp must tell
+    after = load_cifar10(tree)
+    index = CLASSES.index("horse") * 3 + 1
+    assert _colors(before.train)[index] == _color("train", CLASSES.index("horse"), 1)
+    assert _colors(after.train)[index] == (250, 1, 2)
 
 
 def test_a_damaged_cache_is_rebuilt(tree, private_cache):

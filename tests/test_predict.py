@@ -4,6 +4,7 @@ Every image is built here, in memory or under tmp_path, so each case states exac
 """
 
 import io
+import pickle
 import random
 import struct
 import time
@@ -26,6 +27,7 @@ from lenet.predict import (
     MAX_UPLOAD_MB,
     UNSURE_BELOW,
     ImageError,
+    ModelError,
     Prediction,
     classify,
     load_image,
@@ -112,17 +114,53 @@ def test_a_stream_already_read_is_read_from_the_start():
 def test_messages_name_the_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("shopping list")
-    assert refused(path).startswith("notes.txt: ")
-    assert refused(str(path)).startswith("notes.txt: ")
+    assert refused(path).startswith("`notes.txt`: ")
+    assert refused(str(path)).startswith("`notes.txt`: ")
     with open(path, "rb") as f:
-        assert refused(f).startswith("notes.txt: ")
-    assert refused(b"shopping list", "upload.jpg").startswith("upload.jpg: ")
-    assert refused(path, "shown.png").startswith("shown.png: ")
+        assert refused(f).startswith("`notes.txt`: ")
+    assert refused(b"shopping list", "upload.jpg").startswith("`upload.jpg`: ")
+    assert refused(path, "shown.png").startswith("`shown.png`: ")
     assert refused(b"shopping list").startswith("Not an image")
 
 
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("**[prize](http://example.com)** <img src=x onerror=alert(1)> $x^2$ :red[hi].png",
+         "`**[prize](http://example.com)** <img src=x onerror=alert(1)> $x^2$ :red[hi].png`"),
+        ("two\nlines\r.png", "`twolines.png`"),  # a newline would end the code span and the one-line message
+        ("tick`s`.png", "`ticks.png`"),  # a backtick would close the code span early
+        ("nul\0byte.png", "`nulbyte.png`"),
+        ("right-to-left\u202egnp.exe", "`right-to-leftgnp.exe`"),  # bidi controls could disguise the name
+        ("x" * 500, "`" + "x" * 119 + "…`"),
+        ("\n\0`", None),  # nothing printable left: the message has no name
+    ],
+)
+def test_names_are_shown_as_inline_code_whatever_they_hold(name, shown):
+    # The app renders messages as Markdown: inside a code span, Markdown, HTML and LaTeX show as typed.
+    message = refused(b"shopping list", name)
+    if shown is None:
+        assert message == "Not an image PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF or PPM)"
+        return
+    assert message == f"{shown}: not an image PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF or PPM)"
+    assert message.count("`") == 2 and message.isprintable()
+
+
+def test_a_path_with_a_nul_is_an_image_error(tmp_path):
+    assert refused(f"{tmp_path}/photo\0.jpg").startswith("`photo.jpg`: cannot read the file")
+
+
+def test_image_errors_keep_their_parts_and_survive_pickling():
+    with pytest.raises(ImageError) as caught:
+        load_image(b"", "a`b.png")
+    error = caught.value
+    assert (error.name, error.problem) == ("a`b.png", "the file is empty")
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) == "`ab.png`: the file is empty"
+
+
 def test_missing_files_and_folders_are_image_errors(tmp_path):
-    assert refused(tmp_path / "gone.jpg").startswith("gone.jpg: cannot read the file")
+    assert refused(tmp_path / "gone.jpg").startswith("`gone.jpg`: cannot read the file")
     assert "cannot read the file" in refused(tmp_path)
 
 
@@ -143,13 +181,13 @@ def test_missing_files_and_folders_are_image_errors(tmp_path):
 def test_non_images_are_refused_clearly(name, data, tmp_path):
     path = tmp_path / name
     path.write_bytes(data)
-    assert refused(path) == f"{name}: not an image PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF or PPM)"
+    assert refused(path) == f"`{name}`: not an image PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF or PPM)"
 
 
 def test_empty_files_are_refused(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
-    assert refused(path) == "empty.jpg: the file is empty"
+    assert refused(path) == "`empty.jpg`: the file is empty"
     assert refused(b"") == "The file is empty"
 
 
@@ -168,7 +206,7 @@ def test_postscript_never_reaches_pils_eps_decoder(monkeypatch):
 def test_truncated_files_are_refused_not_half_loaded(fmt):
     data = encode(noise((120, 90)), fmt)
     message = refused(data[: len(data) // 2], f"cut.{fmt.lower()}")
-    assert message.startswith(f"cut.{fmt.lower()}: the file is truncated or corrupt (")
+    assert message.startswith(f"`cut.{fmt.lower()}`: the file is truncated or corrupt (")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
@@ -207,7 +245,7 @@ def test_a_gigapixel_bomb_is_refused_fast_without_decoding():
     started = time.perf_counter()
     message = refused(bomb, "bomb.png")
     assert time.perf_counter() - started < 1
-    assert message == "bomb.png: over 89 megapixels is too large (limit 64 megapixels)"
+    assert message == "`bomb.png`: over 89 megapixels is too large (limit 64 megapixels)"
 
 
 def test_a_valid_image_over_the_pixel_limit_is_refused_before_decoding():
@@ -216,7 +254,7 @@ def test_a_valid_image_over_the_pixel_limit_is_refused_before_decoding():
     bomb = bilevel_png(width, height, zlib.compress(bytes(height * (1 + width // 8)), 9))
     assert len(bomb) < 20_000 and Image.open(io.BytesIO(bomb)).size == (width, height)
     started = time.perf_counter()
-    assert refused(bomb, "bomb.png") == "bomb.png: 9000 x 8000 pixels is too large (limit 64 megapixels)"
+    assert refused(bomb, "bomb.png") == "`bomb.png`: 9000 x 8000 pixels is too large (limit 64 megapixels)"
     assert time.perf_counter() - started < 1
 
 
@@ -230,7 +268,7 @@ def test_files_over_the_upload_limit_are_refused(tmp_path):
     path = tmp_path / "huge.jpg"
     with open(path, "wb") as f:
         f.truncate(MAX_UPLOAD_BYTES + 1)  # sparse: no 20 MB written
-    assert refused(path) == f"huge.jpg: the file is larger than the {MAX_UPLOAD_MB} MB limit"
+    assert refused(path) == f"`huge.jpg`: the file is larger than the {MAX_UPLOAD_MB} MB limit"
     assert "larger than" in refused(bytes(MAX_UPLOAD_BYTES + 1))
 
 
@@ -248,7 +286,7 @@ def test_an_endless_stream_is_not_read_to_its_end():
             return b"\xff" * size
 
     stream = Endless()
-    assert refused(stream) == f"camera-feed.jpg: the file is larger than the {MAX_UPLOAD_MB} MB limit"
+    assert refused(stream) == f"`camera-feed.jpg`: the file is larger than the {MAX_UPLOAD_MB} MB limit"
     assert stream.given <= MAX_UPLOAD_BYTES + 1
 
 
@@ -435,6 +473,23 @@ def test_probabilities_want_the_model_input():
         probabilities(LeNet5(), WALKTHROUGH_NORMALIZATION, Image.new("RGB", (64, 64)))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_model_with_non_finite_outputs_is_refused_not_reported(bad):
+    broken = LeNet5().eval()
+    with torch.no_grad():
+        broken.fc3.bias[4] = bad  # a diverged run: inf gives NaN after softmax
+    with pytest.raises(ModelError, match="^the model's outputs are not finite numbers: it cannot be used"):
+        probabilities(broken, WALKTHROUGH_NORMALIZATION, noise((32, 32)))
+    with pytest.raises(ModelError):
+        classify(broken, WALKTHROUGH_NORMALIZATION, encode(noise(), "PNG"))
+
+
+def test_a_prediction_never_carries_nan():
+    with pytest.raises(ModelError, match="not finite"):
+        prediction([float("nan")] + [0.1] * 9)
+    assert issubclass(ModelError, ValueError)
+
+
 # --- the Prediction ---------------------------------------------------------------------------------------
 
 
@@ -467,7 +522,7 @@ def test_classify_with_an_untrained_lenet(model, tmp_path):
     assert result.label in CLASSES and result.confidence == max(result.probabilities)
     assert result.probabilities == probabilities(model, WALKTHROUGH_NORMALIZATION, result.model_input).tolist()
     assert [p for _, p in result.top(10)] == sorted(result.probabilities, reverse=True)
-    with pytest.raises(ImageError, match="^notes.txt: "):
+    with pytest.raises(ImageError, match="^`notes.txt`: "):
         classify(model, WALKTHROUGH_NORMALIZATION, b"hello", name="notes.txt")
 
 

@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def test_many_threads_starting_stopping_and_resuming_never_train_two_runs_at_onc
 
     registry.stop(timeout=10)
     assert not registry.is_training() and not training_threads() and not training_processes()
-    runs = RunRegistry(runs_dir, lambda: None).list_runs()
+    runs = RunRegistry(runs_dir, lambda: None).list_runs(metrics=True)
     assert {r.id for r in runs} == set(started_ids)
     assert all(r.state in (STOPPED, FINISHED) for r in runs), {r.id: r.state for r in runs}
     assert all(read_status(r.folder)["state"] not in LIVE_STATES for r in runs)
@@ -275,9 +276,9 @@ def test_an_unwritable_runs_folder_refuses_to_start_and_starts_no_thread(tmp_pat
 
 
 def _metrics_in_the_way(folder):
-    (folder / "metrics.json").unlink()
-    (folder / "metrics.json").mkdir()  # a folder where the file goes: every rewrite of it fails, as on a read-only disk
-    (folder / "metrics.json" / "x").write_text("")
+    (folder / "metrics.jsonl").unlink()
+    (folder / "metrics.jsonl").mkdir()  # a folder where the file goes: every rewrite of it fails, as on a read-only disk
+    (folder / "metrics.jsonl" / "x").write_text("")
 
 
 def _read_only_run(folder):
@@ -327,8 +328,10 @@ KILLED_CONFIG = dict(train_subset=400, epochs=12, log_every=5)  # the walkthroug
 
 
 def _check_folder_is_whole(folder: Path) -> dict:
-    for name in ("config.json", "status.json", "metrics.json"):
+    for name in ("config.json", "status.json"):
         json.loads((folder / name).read_text())  # raises on a torn file
+    *whole, torn = (folder / "metrics.jsonl").read_text().split("\n")  # appended: only a last line may be cut short
+    assert [json.loads(line) for line in whole] and all(json.loads(line)["event"] in ("step", "epoch") for line in whole)
     entry = load_checkpoint(folder / "checkpoint.pt")
     assert "optimizer" in entry["training"]
     return entry
@@ -439,8 +442,21 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
         (runs_dir / name / "status.json").write_text(status)
         (runs_dir / name / "metrics.json").write_text(metrics)
 
-    runs = {r.id: r for r in RunRegistry(runs_dir, lambda: None).list_runs()}
-    assert set(runs) == {real, *damaged}
+    # JSON lines: a garbled line in the middle is damage; a last line cut short by a kill is not.
+    real_lines = (runs_dir / real / "metrics.jsonl").read_text()
+    for name, text in {"20000101-000009-garbled-line": real_lines.replace("\n", "\n{oops\n", 1),
+                       "20000101-000010-torn-last-line": real_lines + '{"event": "step", "epo'}.items():
+        shutil.copytree(runs_dir / real, runs_dir / name)
+        (runs_dir / name / "metrics.jsonl").write_text(text)
+    damaged["20000101-000009-garbled-line"] = None
+    torn = registry.snapshot("20000101-000010-torn-last-line")
+    assert torn.state == FINISHED and torn.steps == registry.snapshot(real).steps
+    shutil.rmtree(runs_dir / "20000101-000010-torn-last-line")
+
+    light = {r.id: r for r in RunRegistry(runs_dir, lambda: None).list_runs()}
+    runs = {r.id: r for r in RunRegistry(runs_dir, lambda: None).list_runs(metrics=True)}
+    assert set(runs) == set(light) == {real, *damaged}
+    assert not light[real].metrics_read and light[real].steps == [] and light[real].progress == runs[real].progress
     assert runs[real].state == FINISHED and len(runs[real].epochs) == 1
     for name in damaged:
         assert runs[name].state == DAMAGED and runs[name].steps == [] and runs[name].epochs == [], name

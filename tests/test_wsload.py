@@ -2,8 +2,8 @@
 
 It runs tools/wsload (its README says how it plays the browser's part, and which Streamlit it speaks) with 30
 sessions for 30 seconds against a real server on the real CIFAR-10; it takes a minute and a half on 2 cores. The
-full runs, for the README's figures, are `python -m tools.wsload --sessions 30 --seconds 90`. The report is printed (pytest -s shows it) and written to
-test-artifacts/ws-load-test.json."""
+full runs, for the README's figures, are `python -m tools.wsload --sessions 30 --seconds 90`. The report is printed
+(pytest -s shows it) and written to test-artifacts/ws-load-test.json."""
 
 
 import pytest
