@@ -53,6 +53,11 @@ class Split:
     def subset(self, indices: torch.Tensor) -> "Split":
         return Split(self.images[indices], self.labels[indices])
 
+    def sample(self, size: int, seed: int, label: int | None = None) -> "Split":
+        """`size` images drawn at random (of one class, or any when label is None), the same for the same seed."""
+        pool = torch.arange(len(self)) if label is None else (self.labels == label).nonzero().flatten()
+        return self.subset(pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size]])
+
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(CLASSES)).tolist()
 

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .data import CLASSES
 from .inference import normalize
@@ -318,11 +318,7 @@ def model_input(image: Image.Image) -> Image.Image:
     Cropping rather than padding or squashing: CIFAR-10 photos are square and filled by their subject, so the
     network never saw letterbox bars or stretched shapes, and people put the subject in the middle.
     """
-    image = _rgb(image)
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return image.resize((32, 32), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
+    return ImageOps.fit(_rgb(image), (32, 32), Image.Resampling.LANCZOS)  # centring is fit's default
 
 
 def probabilities(model: torch.nn.Module, normalization: dict, image32: Image.Image) -> torch.Tensor:
@@ -385,6 +381,12 @@ def classify(
     image = (load_image_cached if cached else load_image)(source, name, on_wait)
     small = model_input(image)
     return Prediction(image=image, model_input=small, probabilities=probabilities(model, normalization, small).tolist())
+
+
+def classify_pixels(model: torch.nn.Module, normalization: dict, pixels: torch.Tensor) -> Prediction:
+    """The Prediction for one dataset image (uint8 3 x 32 x 32), classified exactly as an upload's 32 x 32 input."""
+    small = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
+    return Prediction(image=small, model_input=small, probabilities=probabilities(model, normalization, small).tolist())
 
 
 def _read(source, name: str | None) -> tuple[bytes, str | None]:

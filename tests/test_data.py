@@ -106,3 +106,12 @@ def test_download_without_network_is_one_clear_line(tmp_path, monkeypatch):
 def test_a_folder_without_cifar10_says_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match="Download it"):
         load_cifar10(tmp_path)
+
+
+def test_a_sample_is_of_the_class_asked_and_the_same_for_the_same_seed(cifar):
+    cats = cifar.test.sample(16, seed=7, label=CLASSES.index("cat"))
+    assert len(cats) == 16 and (cats.labels == CLASSES.index("cat")).all()
+    assert torch.equal(cats.images, cifar.test.sample(16, seed=7, label=CLASSES.index("cat")).images)
+    assert not torch.equal(cats.images, cifar.test.sample(16, seed=8, label=CLASSES.index("cat")).images)
+    anything = cifar.test.sample(200, seed=1)
+    assert len(set(anything.labels.tolist())) == 10  # any class: 200 draws cover all ten

@@ -30,6 +30,7 @@ from lenet.predict import (
     ModelError,
     Prediction,
     classify,
+    classify_pixels,
     load_image,
     model_input,
     probabilities,
@@ -530,3 +531,10 @@ def test_streamlit_upload_limit_matches():
     config = tomllib.loads((Path(__file__).parent.parent / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MB
     assert config["browser"]["gatherUsageStats"] is False
+
+
+def test_a_dataset_image_is_classified_as_its_32x32_upload_would_be(model, cifar):
+    pixels = cifar.test.images[3]
+    from_tensor = classify_pixels(model, WALKTHROUGH_NORMALIZATION, pixels)
+    as_upload = classify(model, WALKTHROUGH_NORMALIZATION, encode(Image.fromarray(pixels.permute(1, 2, 0).numpy()), "PNG"))
+    assert from_tensor.probabilities == as_upload.probabilities and from_tensor.model_input.size == (32, 32)
