@@ -1,0 +1,133 @@
+"""Inside the network in a real Chromium against a real `streamlit run app.py`: a test image, an upload, the time
+machine's epoch slider on a real short run, at a desktop and a phone size. Screenshots go to
+test-artifacts/screenshots/inside/."""
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from lenet.data import CIFAR10, load_cifar10
+from lenet.runs import FINISHED, RunRegistry
+from lenet.train import preset
+from tests.loadtest import streamlit_server
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots" / "inside"
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, cifar_dir):
+    """A server whose runs folder holds one finished 3-epoch run (so its epochs/ has three checkpoints)."""
+    workdir = tmp_path_factory.mktemp("inside")
+    data = load_cifar10(cifar_dir)
+    registry = RunRegistry(workdir / "runs", lambda: CIFAR10(data.train, data.test, data.source), threads=1)
+    run_id = registry.start(preset("quick", epochs=3, train_subset=2_000, batch_size=32))
+    registry.wait(300)
+    assert registry.snapshot(run_id).state == FINISHED
+    with streamlit_server(workdir, cifar_dir, start_timeout=90) as running:
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests"
+        if os.environ.get("LENET_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (LENET_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def new_page(browser, width: int, height: int, mobile: bool = False):
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=mobile, has_touch=mobile)
+    context.set_default_timeout(TIMEOUT_MS)
+    return context, context.new_page()
+
+
+def no_errors(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').all_inner_texts()
+    alerts = page.locator('[data-testid="stAlertContentError"]')
+    assert alerts.count() == 0, alerts.all_inner_texts()
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page: Streamlit's main area scrolls inside the window, so the window is made as tall as it first."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 12000))})
+    page.wait_for_timeout(800)  # images and charts settle
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.set_viewport_size(size)
+
+
+def photo() -> bytes:
+    image = Image.new("RGB", (400, 300), "skyblue")
+    ImageDraw.Draw(image).rectangle((120, 80, 280, 220), fill=(200, 40, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_test_image_then_an_upload_show_every_layer_and_the_arithmetic(browser, server):
+    context, page = new_page(browser, 1440, 900)
+    page.goto(f"{server}/inside")
+    for heading in ("1 · The input", "2 · Convolutions and pooling", "4 · One value, worked out by hand", "5 · Why did it say that?"):
+        page.get_by_text(heading).first.wait_for()
+    assert page.locator('[data-testid="stImage"]').count() >= 10  # the input, its channels, maps, filters, attributions
+    no_errors(page)
+    screenshot(page, "desktop-test-image")
+
+    page.get_by_text("Upload a photo").first.click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        files=[{"name": "box.png", "mimeType": "image/png", "buffer": photo()}])
+    page.get_by_text("your photo").first.wait_for()
+    page.get_by_text("5 · Why did it say that?").wait_for()
+    no_errors(page)
+    screenshot(page, "desktop-upload")
+    context.close()
+
+
+def test_the_epoch_slider_of_a_real_run_changes_what_the_network_says(browser, server):
+    context, page = new_page(browser, 1440, 900)
+    page.goto(f"{server}/inside")
+    page.get_by_text("1 · The input").wait_for()
+    model_box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Model").first
+    model_box.click()
+    page.get_by_role("option").filter(has_text="Run 1").first.click()
+    page.get_by_text("6 · The time machine").wait_for()
+    slider = page.get_by_role("slider").first
+    slider.wait_for()
+    last = page.get_by_text("Epoch").first.inner_text()
+    before = page.locator('[data-testid="stMain"]').inner_text()
+    slider.focus()
+    slider.press("Home")  # to epoch 1
+    page.wait_for_function("b => document.querySelector('[data-testid=\"stMain\"]').innerText !== b", arg=before)
+    page.wait_for_timeout(1500)
+    assert page.locator('[data-testid="stMain"]').inner_text() != before, last
+    no_errors(page)
+    screenshot(page, "desktop-epoch-1")
+    context.close()
+
+
+def test_the_page_fits_a_phone(browser, server):
+    context, page = new_page(browser, 390, 844, mobile=True)
+    page.goto(f"{server}/inside")
+    page.get_by_text("5 · Why did it say that?").wait_for()
+    overflow = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page is {overflow} px wider than the phone"
+    no_errors(page)
+    screenshot(page, "phone")
+    context.close()
