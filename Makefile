@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test cli clean
+.PHONY: run class test cli clean
 
 $(VENV)/.app: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,14 @@ $(VENV)/.dev: $(VENV)/.app requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# `make run` answers this computer only; `make class` answers the classroom's network, and only with a teacher PIN
+# (LENET_TEACHER_PIN), so that nobody else on the network controls the runs.
 run: $(VENV)/.app
-	$(PY) -m streamlit run app.py
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1
+
+class: $(VENV)/.app
+	@test -n "$$LENET_TEACHER_PIN" || { echo "make class: set a teacher PIN first, e.g. LENET_TEACHER_PIN=4821 make class" >&2; exit 2; }
+	$(PY) -m streamlit run app.py --server.address 0.0.0.0
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -1,25 +1,54 @@
-"""LeNet-5 on CIFAR-10 in the browser: `streamlit run app.py`. The router: the page list, then the chosen page.
+"""LeNet-5 on CIFAR-10 in the browser: `streamlit run app.py`. The router: the page list, the classroom sidebar,
+then the chosen page.
 
-A page is one file in pages/ plus one line below. Nothing heavy is imported here: the navigation is declared
+A page is one file in pages/ plus one line in pages(). Nothing heavy is imported here: the navigation is declared
 before torch loads, so a first visit never shows Streamlit's list of the pages/ folder's files while it waits.
 """
 
 import streamlit as st
 
-PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
-    st.Page("pages/model.py", title="Model", icon=":material/account_tree:"),
-    st.Page("pages/inside.py", title="Inside the network", icon=":material/visibility:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
-]
+from pages._router import mark_main_module
+
+mark_main_module()  # first: a training process started from this script run must not run this file again
+
+
+def pages() -> list:
+    from pages._i18n import _
+
+    return [
+        st.Page("pages/overview.py", title=_("Overview"), icon=":material/home:", default=True),
+        st.Page("pages/dataset.py", title=_("Dataset"), icon=":material/photo_library:"),
+        st.Page("pages/model.py", title=_("Model"), icon=":material/account_tree:"),
+        st.Page("pages/inside.py", title=_("Inside the network"), icon=":material/visibility:"),
+        st.Page("pages/train.py", title=_("Train"), icon=":material/model_training:"),
+        st.Page("pages/evaluate.py", title=_("Evaluate"), icon=":material/fact_check:"),
+        st.Page("pages/classify.py", title=_("Classify"), icon=":material/image_search:"),
+    ]
+
+
+def classroom_sidebar() -> None:
+    """The teacher's sign-in, presentation mode and the students' way in, on every page."""
+    from pages import _classroom
+    from pages._i18n import _
+
+    with st.sidebar:
+        _classroom.teacher_panel()
+        _classroom.presentation_toggle()
+        with st.expander(_("Students join here"), icon=":material/qr_code_2:"):
+            _classroom.students_join_panel()
 
 
 def main() -> None:
-    st.set_page_config(page_title="LeNet-5 on CIFAR-10", page_icon=":material/neurology:", layout="wide")
-    st.navigation(PAGES).run()
+    from pages import _classroom
+
+    navigation = st.navigation(pages())  # first: no run ever shows Streamlit's own list of the pages/ folder
+    _classroom.keep_sticky_params(navigation.url_path)  # a page switch has just cleared ?present=1 and ?lang=
+    presenting = _classroom.presenting()
+    st.set_page_config(page_title="LeNet-5 on CIFAR-10", page_icon=":material/neurology:", layout="wide",
+                       initial_sidebar_state="collapsed" if presenting else "auto")
+    _classroom.presentation_style()
+    classroom_sidebar()
+    navigation.run()
 
 
 if __name__ == "__main__":  # Streamlit runs this file as __main__; pages import it only for the guard in pages/_router.py

@@ -702,7 +702,8 @@ def measured_rate(runs: list[RunSnapshot], config: TrainConfig) -> float | None:
     """Images per second of the newest run trained with the same batch size and augmentation, for time estimates."""
     for run in runs:
         same = run.config.get("batch_size") == config.batch_size and run.config.get("augment") == config.augment
-        if same and not run.live and run.progress.images_per_second > 0:  # a live run's first seconds are no measure
+        # A live run's first seconds, or a run of a few steps, are no measure: warm-up and start-up dominate them.
+        if same and not run.live and run.progress.train_seconds >= 5 and run.progress.images_per_second > 0:
             return run.progress.images_per_second
     return None
 

@@ -8,7 +8,11 @@ import streamlit as st
 
 
 def pytorch_code(code: str) -> None:
-    """The page's "PyTorch code" expander: a few lines of plain PyTorch doing what the page shows."""
+    """The page's "PyTorch code" expander: a few lines of plain PyTorch doing what the page shows (none when presenting)."""
+    from pages._classroom import presenting
+
+    if presenting():
+        return
     with st.expander("PyTorch code", icon=":material/code:"):
         st.code(code, language="python")
 

@@ -1,4 +1,6 @@
-"""Numbers and words as the pages show them: durations, percentages, percentage points, articles."""
+"""Numbers and words as the pages show them: durations, percentages, percentage points, articles, times."""
+
+from datetime import datetime
 
 
 def duration(seconds: float | None) -> str:
@@ -25,3 +27,15 @@ def points(difference: float) -> str:
 def with_article(noun: str) -> str:
     """ "an airplane", "a cat": the article a reader expects before a class name."""
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def local_time(iso: str) -> str:
+    """An ISO time as this server's clock reads it: "14:02:11" today, "2026-03-04 14:02" another day; unreadable: as is."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return str(iso)
+    moment = moment.astimezone() if moment.tzinfo else moment
+    if moment.date() == datetime.now().date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")

@@ -6,9 +6,11 @@ from lenet.checkpoint import CheckpointError, default_checkpoint
 from lenet.data import CLASSES
 from lenet.service import READY
 from pages import _code
+from pages._classroom import pin_required, presenting, students_join_panel
 from pages._code import pytorch_code
 from pages._format import duration
-from pages._resources import NO_MODEL, dataset_service, loaded_model, registry, stated_accuracy
+from pages._i18n import _
+from pages._resources import NO_MODEL, dataset_service, loaded_model, registry, run_labels, stated_accuracy
 from pages._router import link, through_router
 
 through_router()
@@ -75,7 +77,8 @@ def status() -> None:
         if run is not None and run.live:
             progress = run.progress
             st.metric("Training", f"epoch {progress.epoch} of {progress.epochs}")
-            st.caption(f"Run {run.id} · {run.state} · about {duration(progress.seconds_left)} left")
+            label = run_labels(registry().list_runs()).get(run.id, run.id)
+            st.caption(_("{run} · about {left} left").format(run=label, left=duration(progress.seconds_left)))
             link("train", "Watch it")
         else:
             st.metric("Training", "no run in progress")
@@ -84,4 +87,8 @@ def status() -> None:
 
 st.header("Right now")
 status()
+if pin_required() or presenting():  # a class is here: show it the way in, large enough to scan from the back
+    st.header(_("Join from your phone or laptop"))
+    with st.container(border=True, width=380):
+        students_join_panel(qr_width=320)
 pytorch_code(_code.OVERVIEW)
