@@ -3,7 +3,7 @@
 One DatasetService per data folder. Its state is one of ABSENT (the folder holds no CIFAR-10), LOADING
 (decoding, or reading the tensor cache), DOWNLOADING (with a fraction and a message), READY or ERROR
 (with a one-line message). `get()` answers at once; `wait()` blocks until the data is there, for the
-training thread; `status()` is a copy the web pages draw.
+run registry (before a run starts); `status()` is a copy the web pages draw.
 """
 
 import threading
