@@ -8,7 +8,6 @@ run at once give two whole lines, never a mixed one; a reader skips any line tha
 after a crash, a hand edit) and keeps the others.
 """
 
-import fcntl
 import json
 import os
 import shutil
@@ -16,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from .files import locked
 
 ACTIONS_FILE = "actions.jsonl"
 LIMIT_VARIABLE = "LENET_RUNS_MAX_MB"
@@ -90,16 +91,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def being_trained(folder: Path) -> bool:
-    """Whether some process trains this run now: the trainer holds an flock on its .lock for as long as it does
-    (a lock of this very process counts too: flock locks belong to each open file)."""
-    try:
-        with open(folder / ".lock", "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
+    """Whether some process trains this run now: its trainer holds the run's .lock (see lenet.runs)."""
+    return locked(folder / ".lock")
 
 
 def run_folders(runs_dir: Path | str) -> list[Path]:

@@ -31,7 +31,7 @@ import torch
 from .checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
 from .data import CIFAR10, Split, load_cifar10
 from .events import Epoch, Event, EventError, LiveView, Progress, Start, Step, from_dict, to_dict
-from .files import atomic_write
+from .files import atomic_write, locked
 from .inference import NORMALIZATIONS, predict_logits
 from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, train
 
@@ -43,6 +43,7 @@ STALLED_AFTER_SECONDS = 30.0  # a live run with no event for this long says so o
 LIVE_VIEW_SECONDS = 2.0  # how often the training process looks inside the model between epochs
 EPOCHS_FOLDER = "epochs"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
 LEGACY_METRICS = "metrics.json"  # the version before JSON lines: one document, read when there is no metrics.jsonl
 
 
@@ -146,7 +147,7 @@ def failure_message(exc: BaseException, folder: Path) -> str:
 def _take_lock(folder: Path, run_id: str):
     """The run's lock, held until closed; RunInProgress when another process trains it."""
     try:
-        handle = open(folder / ".lock", "a+")  # noqa: SIM115 - held open for the whole training
+        handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open for the whole training
     except OSError as error:
         raise RunError(f"cannot write to the run folder {folder}: {error.strerror or error}") from None
     try:
@@ -155,18 +156,6 @@ def _take_lock(folder: Path, run_id: str):
         handle.close()
         raise RunInProgress(run_id, elsewhere=True) from None
     return handle
-
-
-def _locked_elsewhere(folder: Path) -> bool:
-    """Whether a process is training this run now (its lock is held)."""
-    try:
-        with open(folder / ".lock", "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
 
 
 # -- the training process ----------------------------------------------------------------------------------
@@ -644,7 +633,7 @@ class RunRegistry:
             snapshot.steps, snapshot.epochs, snapshot.test_accuracy = [], [], None
             snapshot.progress = Progress(epochs=snapshot.progress.epochs)
             return snapshot
-        if snapshot.state in LIVE_STATES and not _locked_elsewhere(folder):
+        if snapshot.state in LIVE_STATES and not locked(folder / LOCK):
             snapshot.state = INTERRUPTED  # it was live in a process that is gone (killed, crashed, restarted)
         return snapshot
 

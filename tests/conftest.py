@@ -22,3 +22,24 @@ def cifar_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar(cifar_dir):
     return load_cifar10(cifar_dir)
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: playwright cannot download its own browsers here
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium through Playwright, one per test module (the load test starts its own Playwright: never two at once).
+    Without Chromium the browser tests are skipped, except under LENET_REQUIRE_BROWSER=1 (CI), where that fails."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests"
+        if os.environ.get("LENET_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (LENET_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

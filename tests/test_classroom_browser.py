@@ -6,7 +6,6 @@ teacher showed; and the Train page is laid out without overlaps or cut text from
 and dark. Screenshots go to test-artifacts/screenshots/classroom/.
 """
 
-import os
 import re
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from tests.loadtest import streamlit_server
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots" / "classroom"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 TIMEOUT_MS = 60_000
 PIN = "8642"
 TITLES = ["Overview", "Dataset", "Model", "Inside the network", "Train", "Evaluate", "Classify"]
@@ -41,19 +38,6 @@ def server(tmp_path_factory, cifar_dir):
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests"
-        if os.environ.get("LENET_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " (LENET_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

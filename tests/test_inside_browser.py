@@ -3,7 +3,6 @@ machine's epoch slider on a real short run, at a desktop and a phone size. Scree
 test-artifacts/screenshots/inside/."""
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots" / "inside"
 TIMEOUT_MS = 90_000
 
@@ -35,19 +32,6 @@ def server(tmp_path_factory, cifar_dir):
         yield running.url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests"
-        if os.environ.get("LENET_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " (LENET_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def new_page(browser, width: int, height: int, mobile: bool = False):
