@@ -133,7 +133,7 @@ def test_an_uploaded_photo_gets_probabilities_and_a_non_image_a_message(page, se
 
 def test_a_deep_link_as_a_servers_first_request_goes_through_the_router(browser, tmp_path, cifar_dir):
     """A browser reconnecting to /classify after a restart: the server's first script run must still use app.py's
-    navigation (six pages), not Streamlit's old pages-folder mode (every file of pages/ as a page)."""
+    navigation (its page titles), not Streamlit's old pages-folder mode (every file of pages/ as a page)."""
     with streamlit_server(tmp_path, cifar_dir, start_timeout=60) as fresh:
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
         context.set_default_timeout(TIMEOUT_MS)
@@ -142,6 +142,6 @@ def test_a_deep_link_as_a_servers_first_request_goes_through_the_router(browser,
         page.get_by_text("A photo (JPEG, PNG, WebP, BMP or GIF)").wait_for()
         navigation = page.locator('[data-testid="stSidebarNav"]').inner_text().split()
         context.close()
-    titles = ["Overview", "Dataset", "Model", "Train", "Evaluate", "Classify"]
+    titles = ["Overview", "Dataset", "Model", "Inside", "Train", "Evaluate", "Classify"]  # "Inside the network"
     assert [word for word in navigation if word[0].isupper()] == titles
     assert page.url.endswith("/classify")
