@@ -1,8 +1,28 @@
-"""Pictures for the pages: tensors as PIL images, sharp upscaling, labelled grids."""
+"""Pictures for the pages: tensors as PIL images, sharp upscaling, tiles for responsive grids, labelled grids.
+
+Pixel pictures (CIFAR-10's 32 x 32 images, filters) are scaled up by a whole factor with nearest-neighbour before they
+are sent, as PNG (Streamlit would send an RGB picture as JPEG, which smears the pixel edges), and shown inside a
+container whose key starts with "pixels" so the browser keeps them sharp when it scales them (image-rendering:
+pixelated), for instance at 150% zoom. Grids are lists of tiles of a fixed width: the browser puts as many on a row as
+fit, so a phone gets fewer columns of the same crisp tiles rather than a shrunken, blurred picture.
+"""
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 from torchvision.utils import make_grid
+
+PIXELATED_CSS = """
+<style>
+[class*="st-key-pixels"] img { image-rendering: pixelated; }
+[class*="st-key-pixels"] [data-testid="stImage"] { column-gap: 0.6rem; row-gap: 0.4rem; }
+</style>
+"""
+SQUARE_COLOR = "#00e5ff"  # the outline of the square the network used, on any photo
+
+
+def pixelated_style(st) -> None:
+    """Keep pixel pictures sharp when the browser scales them: once per page, for the containers keyed "pixels…"."""
+    st.html(PIXELATED_CSS)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -24,9 +44,43 @@ def upscale(image: Image.Image, side: int) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def walkthrough_grid(images: torch.Tensor, side: int = 1024) -> Image.Image:
-    """torchvision.utils.make_grid of a uint8 batch, 8 per row, as the walkthrough shows its batch (scaled up)."""
-    return upscale(to_pil(make_grid(images, nrow=8, padding=2, pad_value=255)), side)
+def tiles(images: torch.Tensor, side: int) -> list[Image.Image]:
+    """Each uint8 3 x 32 x 32 image of a batch scaled up by a whole factor to at most `side` pixels: a grid's tiles."""
+    return [upscale(to_pil(image), side) for image in images]
+
+
+def walkthrough_grid(images: torch.Tensor, factor: int = 3) -> Image.Image:
+    """torchvision.utils.make_grid of a uint8 batch, 8 per row, as the walkthrough shows its batch, scaled up by a whole
+    factor; the 2-pixel padding is transparent, so the grid sits on the page's own background, light or dark."""
+    pixels = make_grid(images, nrow=8, padding=2, pad_value=0)
+    opaque = make_grid(torch.full_like(images[:, :1], 255).expand(-1, 3, -1, -1), nrow=8, padding=2, pad_value=0)[:1]
+    grid = Image.fromarray(torch.cat([pixels, opaque]).permute(1, 2, 0).contiguous().numpy(), "RGBA")
+    return grid.resize((grid.width * factor, grid.height * factor), Image.Resampling.NEAREST)
+
+
+def column_strip(images: list[Image.Image], gap: int) -> Image.Image:
+    """Images of one width stacked top to bottom with transparent gaps: one image's augmented copies under it."""
+    width = max(image.width for image in images)
+    height = sum(image.height for image in images) + gap * (len(images) - 1)
+    strip = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    y = 0
+    for image in images:
+        strip.paste(image.convert("RGBA"), (0, y))
+        y += image.height + gap
+    return strip
+
+
+def with_centre_square(photo: Image.Image) -> Image.Image:
+    """The photo with the centred square the network was given outlined, and the parts it did not get dimmed."""
+    width, height = photo.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    box = (left, top, left + side, top + side)
+    shown = ImageEnhance.Brightness(photo.convert("RGB")).enhance(0.4)
+    shown.paste(photo.convert("RGB").crop(box), box[:2])
+    line = max(2, side // 100)
+    ImageDraw.Draw(shown).rectangle((left, top, left + side - 1, top + side - 1), outline=SQUARE_COLOR, width=line)
+    return shown
 
 
 def labelled_grid(

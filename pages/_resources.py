@@ -7,14 +7,21 @@ fresh one. Long work never runs in a script run: the dataset service and the reg
 pages poll them with fragments.
 """
 
+import copy
+import hashlib
+import importlib.util
 import json
+import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 import torch
 
-from lenet.checkpoint import CheckpointError, default_checkpoint, load_model
+from lenet import export
+from lenet.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, default_checkpoint, load_model, load_model_bytes
 from lenet.data import CIFAR10, CLASSES, Split, default_data_dir
 from lenet.evaluate import Evaluation, evaluate
 from lenet.files import runs_dir
@@ -23,13 +30,21 @@ from lenet.runs import RunRegistry, RunSnapshot
 from lenet.service import ABSENT, ERROR, DatasetService
 from lenet.train import default_threads
 from pages._format import percent
+from pages._i18n import N_, _, class_name, engine_text
 from pages._images import to_pil
 from pages._router import link
 
-ANY = "any class"
-NO_MODEL = (
+ANY = N_("any class")
+NO_MODEL = N_(
     "No pretrained model yet: train one on the Train page or run "
     "`python -m lenet train --preset best --export assets/lenet5-cifar10.pt`."
+)
+MODEL_UPLOAD_TYPES = ["pth", "pt"]
+UPLOADED_MODELS = "uploaded-models"  # session state: sha256 -> LoadedModel, this browser session's own models
+MAX_UPLOADED_MODELS = 4  # per session; the oldest goes first (each is 250 KB of weights)
+STATE_DICT_ASSUMED = N_(
+    "This is a plain `state_dict` without metadata, as the walkthrough saves it: its preprocessing was assumed "
+    "(`ToTensor`, then `Normalize` with mean 0.5 and std 0.5), and CIFAR-10's class order."
 )
 TRAINING_NICENESS = 10  # the training process yields the CPU to page rendering (os.nice)
 
@@ -58,22 +73,27 @@ def require_data(offer_download: bool = False) -> CIFAR10 | None:
     return data
 
 
+def class_labels() -> list[str]:
+    """Every class as the pages call it (pages._i18n.class_name), in CLASSES order: for charts."""
+    return [class_name(index) for index in range(len(CLASSES))]
+
+
 def dataset_status(service: DatasetService, offer_download: bool) -> None:
     status = service.status()
     if status.busy:
         _dataset_progress()
         return
     if status.state == ERROR:
-        st.error(status.message, icon=":material/cloud_off:")
+        st.error(engine_text(status.message), icon=":material/cloud_off:")
     else:
-        st.info(status.message, icon=":material/folder_off:")
+        st.info(engine_text(status.message), icon=":material/folder_off:")
     if not offer_download:
-        link("dataset", "Get CIFAR-10 on the Dataset page")
+        link("dataset", _("Get CIFAR-10 on the Dataset page"))
         return
     with st.container(horizontal=True):
-        st.button("Download CIFAR-10 (170 MB)", icon=":material/download:", type="primary", on_click=service.start_download)
+        st.button(_("Download CIFAR-10 (170 MB)"), icon=":material/download:", type="primary", on_click=service.start_download)
         if status.state in (ABSENT, ERROR):
-            st.button("Look in the folder again", icon=":material/refresh:", on_click=service.start_loading)
+            st.button(_("Look in the folder again"), icon=":material/refresh:", on_click=service.start_loading)
 
 
 @st.fragment(run_every=1.0)
@@ -83,9 +103,9 @@ def _dataset_progress() -> None:
     if not status.busy:
         st.rerun()
     if status.fraction is not None:
-        st.progress(status.fraction, text=status.message)
+        st.progress(status.fraction, text=engine_text(status.message))
     else:
-        st.info(status.message, icon=":material/hourglass_top:")
+        st.info(engine_text(status.message), icon=":material/hourglass_top:")
 
 
 # -- runs and models -------------------------------------------------------------------------------
@@ -96,7 +116,7 @@ def _registry(runs_dir: str, data_dir: str) -> RunRegistry:
     service = _dataset_service(data_dir)
     # Every core trains; the training process runs at a lower priority (nice), so pages still answer at once.
     return RunRegistry(runs_dir, load_data=service.wait, threads=default_threads(), data_source=str(Path(data_dir).resolve()),
-                       data_dir=data_dir, nice=TRAINING_NICENESS)
+                       data_dir=data_dir, nice=TRAINING_NICENESS, warm=True)
 
 
 def registry() -> RunRegistry:
@@ -106,16 +126,28 @@ def registry() -> RunRegistry:
 
 @dataclass
 class LoadedModel:
-    path: Path
+    path: Path  # the checkpoint file; for an upload, a name that is no file (see uploaded_model)
     model: torch.nn.Module
     meta: dict
+    identity: str = ""  # what names these weights in caches and widget keys: the file and its version, or the upload's sha256
+    label: str = ""  # how the model picker calls it
+    digest: str | None = None  # the sha256 of an uploaded file's bytes; None for a checkpoint on disk
 
     @property
     def normalization(self) -> dict:
         return self.meta["normalization"]
 
+    @property
+    def uploaded(self) -> bool:
+        return self.digest is not None
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+    @property
+    def assumed(self) -> bool:
+        """A bare state_dict: the walkthrough's preprocessing was assumed (lenet.checkpoint says so in meta)."""
+        return bool(self.meta.get("assumed"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _load_model(path: str, mtime_ns: int) -> tuple[torch.nn.Module, dict]:
     return load_model(path)
 
@@ -126,8 +158,60 @@ def loaded_model(path: Path) -> LoadedModel:
         mtime_ns = path.stat().st_mtime_ns
     except OSError as error:
         raise CheckpointError(f"{path}: {error.strerror or error}") from None
-    model, meta = _load_model(str(path.resolve()), mtime_ns)
-    return LoadedModel(path, model, meta)
+    resolved = str(path.resolve())
+    model, meta = _load_model(resolved, mtime_ns)
+    return LoadedModel(path, model, meta, identity=f"file:{resolved}:{mtime_ns}", label=path.name)
+
+
+def uploaded_model(data: bytes, filename: str) -> LoadedModel:
+    """A LeNet-5 from an uploaded file's bytes, held in memory only (nothing is written to disk); CheckpointError with
+    one line naming the file when it is not one (torch.load with weights_only: a pickle that would run code is refused)."""
+    name = shown_name(filename)
+    if len(data) > MAX_CHECKPOINT_BYTES:  # before hashing or unpickling anything
+        raise CheckpointError(f"{name}: {len(data) / 2**20:.0f} MB is far too large for a LeNet-5 checkpoint "
+                              f"(at most {MAX_CHECKPOINT_BYTES // 2**20} MB)")
+    digest = hashlib.sha256(data).hexdigest()
+    model, meta = load_model_bytes(data, name)
+    placeholder = Path("<uploaded>") / digest[:16] / name  # names no file: read_card and the epochs finder find nothing
+    return LoadedModel(placeholder, model, meta, identity=f"upload:{digest}", label=name, digest=digest)
+
+
+def shown_name(filename: str | None, longest: int = 80) -> str:
+    """A file name a person gave, fit for a one-line message: printable characters only, at most `longest`."""
+    clean = "".join(ch for ch in filename or "" if ch.isprintable()).strip() or _("the uploaded file")
+    return clean if len(clean) <= longest else clean[: longest - 1] + "…"
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+!|<>~:$])")
+
+
+def as_plain_text(text: str) -> str:
+    """Text shown as typed where Streamlit renders Markdown (a message quoting a file's name or content)."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
+
+
+def session_models() -> dict[str, LoadedModel]:
+    """This browser session's uploaded models, by sha256, oldest first (kept in its session state only)."""
+    return st.session_state.setdefault(UPLOADED_MODELS, {})
+
+
+def _model_uploaded(picker_key: str) -> None:
+    """The upload widget's callback: load the file, keep it for the session, and choose it in the picker."""
+    upload = st.session_state.get(f"{picker_key}-upload")
+    st.session_state.pop(f"{picker_key}-upload-error", None)
+    if upload is None:
+        return
+    try:
+        loaded = uploaded_model(upload.getvalue(), upload.name)
+    except CheckpointError as error:
+        st.session_state[f"{picker_key}-upload-error"] = str(error)
+        return
+    models = session_models()
+    models.pop(loaded.digest, None)
+    models[loaded.digest] = loaded
+    while len(models) > MAX_UPLOADED_MODELS:
+        models.pop(next(iter(models)))
+    st.session_state[picker_key] = loaded.identity
 
 
 def run_labels(runs: list[RunSnapshot]) -> dict[str, str]:
@@ -135,7 +219,7 @@ def run_labels(runs: list[RunSnapshot]) -> dict[str, str]:
     labels = {}
     for number, run in enumerate(sorted(runs, key=lambda r: r.id), start=1):
         accuracy = f" · {percent(run.test_accuracy)}" if run.test_accuracy is not None else ""
-        labels[run.id] = f"Run {number} · {run.config.get('preset', 'custom')}{accuracy}"
+        labels[run.id] = _("Run {number} · {preset}").format(number=number, preset=run.config.get("preset", "custom")) + accuracy
     return labels
 
 
@@ -144,7 +228,7 @@ def checkpoint_choices() -> dict[Path, str]:
     choices = {}
     shipped = default_checkpoint()
     if shipped.is_file():
-        choices[shipped] = f"Pretrained model ({shipped.name})"
+        choices[shipped] = _("Pretrained model ({name})").format(name=shipped.name)
     all_runs = registry().list_runs()
     labels = run_labels(all_runs)
     for run in all_runs:
@@ -154,19 +238,42 @@ def checkpoint_choices() -> dict[Path, str]:
 
 
 def choose_model(key: str) -> LoadedModel | None:
-    """A selectbox of checkpoints and the chosen model; None, after saying what to do, when there is none to use."""
-    choices = checkpoint_choices()
-    if not choices:
-        st.info(NO_MODEL, icon=":material/model_training:")
-        link("train", "Train a model")
+    """A selectbox of checkpoints and this session's uploaded models, a way to upload one, and the chosen model;
+    None, after saying what to do, when there is none to use."""
+    files = {f"file:{path}": (path, label) for path, label in checkpoint_choices().items()}
+    uploads = {loaded.identity: loaded for loaded in session_models().values()}
+    labels = {identity: label for identity, (_path, label) in files.items()}
+    labels.update({identity: _("Your model: {name}").format(name=loaded.label) for identity, loaded in uploads.items()})
+    chosen = None
+    with st.container(horizontal=True, vertical_alignment="bottom", key=f"{key}-row"):
+        if labels:  # the options are identities: labels change as a run goes on, the choice must not
+            chosen = st.selectbox(_("Model"), list(labels), format_func=labels.get, key=key, width=420,
+                                  help=_("The pretrained model, a run's checkpoint, or a model you uploaded"))
+        with st.popover(_("Your own model"), icon=":material/upload_file:"):
+            st.markdown(_("A LeNet-5 saved by the walkthrough (`torch.save(net.state_dict(), PATH)`) or one of this app's "
+                          "checkpoints. It stays in this browser session only: nothing is saved on the server."))
+            st.file_uploader(_("A .pth or .pt file"), type=MODEL_UPLOAD_TYPES, key=f"{key}-upload", on_change=_model_uploaded,
+                             args=(key,), max_upload_size=MAX_CHECKPOINT_BYTES // 2**20)
+    problem = st.session_state.get(f"{key}-upload-error")
+    if problem:
+        st.error(as_plain_text(engine_text(problem)), icon=":material/error:")
+    if chosen is None:
+        st.info(_(NO_MODEL), icon=":material/model_training:")
+        link("train", _("Train a model"))
         return None
-    # The options are the paths (labels change as a run goes on; the choice must not).
-    path = st.selectbox("Model", list(choices), format_func=choices.get, key=key, help="The pretrained model or a run's checkpoint")
+    if chosen in uploads:
+        return uploads[chosen]
     try:
-        return loaded_model(path)
+        return loaded_model(files[chosen][0])
     except CheckpointError as error:
-        st.error(str(error), icon=":material/error:")
+        st.error(as_plain_text(engine_text(str(error))), icon=":material/error:")
         return None
+
+
+def say_what_was_assumed(loaded: LoadedModel) -> None:
+    """For a bare state_dict, say which preprocessing its answers rest on."""
+    if loaded.assumed:
+        st.info(_(STATE_DICT_ASSUMED), icon=":material/info:")
 
 
 def stated_accuracy(loaded: LoadedModel) -> float | None:
@@ -187,15 +294,66 @@ def read_card(checkpoint: Path) -> dict | None:
     return card if isinstance(card, dict) else None
 
 
-@st.cache_resource(show_spinner="Evaluating on the 10,000 test images…", max_entries=8)
-def _evaluation(path: str, mtime_ns: int, data_dir: str) -> Evaluation:
-    model, meta = _load_model(path, mtime_ns)
-    return evaluate(model, _dataset_service(data_dir).wait().test, meta["normalization"])
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _evaluation(identity: str, data_dir: str, _loaded: LoadedModel) -> Evaluation:
+    return evaluate(_loaded.model, _dataset_service(data_dir).wait().test, _loaded.normalization)
 
 
 def evaluation(loaded: LoadedModel) -> Evaluation:
-    """The test-set evaluation of a checkpoint, computed once per file version (call only once the data is loaded)."""
-    return _evaluation(str(loaded.path.resolve()), loaded.path.stat().st_mtime_ns, str(default_data_dir()))
+    """The test-set evaluation of a model, computed once per file version or uploaded file's sha256 and shared by
+    every session (call only once the data is loaded)."""
+    with st.spinner(_("Evaluating on the 10,000 test images…")):
+        return _evaluation(loaded.identity, str(default_data_dir()), loaded)
+
+
+# -- the model as files to take away ---------------------------------------------------------------
+
+
+def run_id(loaded: LoadedModel) -> str | None:
+    """The run that trained the model, when its card or checkpoint says."""
+    card = read_card(loaded.path) or {}
+    value = card.get("run_id") or loaded.meta.get("run_id")
+    return value if isinstance(value, str) else None
+
+
+def walkthrough_file(loaded: LoadedModel) -> bytes:
+    """The model as the walkthrough's own `torch.save(net.state_dict(), PATH)` for its Normalize(0.5, 0.5)."""
+    return export.walkthrough_state_dict_bytes(loaded.model, loaded.meta)
+
+
+def script_file(loaded: LoadedModel, accuracy: float | None, filename: str) -> bytes:
+    """One plain PyTorch script that trains the model's recipe again."""
+    return export.script_text(loaded.meta, run_id=run_id(loaded), accuracy=accuracy, filename=filename).encode()
+
+
+def onnx_available() -> bool:
+    """Whether this server can export ONNX (the onnx and onnxscript packages are optional)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
+
+
+_onnx_files: OrderedDict[str, bytes] = OrderedDict()
+_onnx_lock = threading.Lock()
+ONNX_FILES_KEPT = 4
+
+
+def onnx_ready(loaded: LoadedModel) -> bytes | None:
+    """The model's ONNX file when it has been exported already (by anyone on this server)."""
+    with _onnx_lock:
+        return _onnx_files.get(loaded.identity)
+
+
+def onnx_file(loaded: LoadedModel) -> bytes:
+    """The model as ONNX, exported once per model (about 3 s) and kept for the next person who asks; one export at a
+    time, as torch.onnx.export is not made to run twice at once."""
+    with _onnx_lock:
+        if loaded.identity not in _onnx_files:
+            # An inference graph: weights that need no gradient (a copy: the model is shared by every session).
+            frozen = copy.deepcopy(loaded.model).requires_grad_(False)
+            _onnx_files[loaded.identity] = export.onnx_bytes(frozen, loaded.meta)
+            while len(_onnx_files) > ONNX_FILES_KEPT:
+                _onnx_files.popitem(last=False)
+        _onnx_files.move_to_end(loaded.identity)
+        return _onnx_files[loaded.identity]
 
 
 def random_batch(split: Split, name: str, size: int, seed: int) -> Split:
@@ -213,7 +371,7 @@ def classify_upload(loaded: LoadedModel, upload) -> Prediction | None:
     try:
         return classify(loaded.model, loaded.normalization, upload, name=getattr(upload, "name", None))
     except ImageError as error:
-        st.error(str(error), icon=":material/broken_image:")
+        st.error(engine_text(str(error)), icon=":material/broken_image:")
         return None
 
 
