@@ -179,8 +179,9 @@ def onnx_bytes(model: nn.Module, meta: dict) -> bytes:
         import onnxscript  # noqa: F401 - torch.onnx.export needs it; imported here for a clear message when absent
     except ImportError as error:
         raise ExportError(f"ONNX export needs the {error.name} package: {ONNX_INSTALL}") from None
-    # A copy on the CPU: the app shares its model between sessions, and the export must not move or change it.
-    wrapped = ImageToLogits(copy.deepcopy(model).cpu().eval(), meta["normalization"]).eval()
+    # A copy on the CPU: the app shares its model between sessions, and the export must not move or change it. Its
+    # weights are frozen: an export traces inference, and the trainer's fused pooling has a backward of its own.
+    wrapped = ImageToLogits(copy.deepcopy(model).cpu().eval().requires_grad_(False), meta["normalization"]).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(wrapped, (torch.rand(2, 3, 32, 32),), input_names=["image"], output_names=["logits"],
                                 dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
