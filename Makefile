@@ -29,3 +29,13 @@ test: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+
+# `make messages` (after changing any text the app shows): extract every _(), N_() and ngettext() of app.py and pages/
+# (babel.cfg) into locale/app.pot, then bring each language's catalog, locale/<lang>/LC_MESSAGES/app.po, up to date:
+# new messages arrive untranslated, changed ones fuzzy, and tests/test_i18n.py fails until a translator fills them in.
+# A new language: `$(VENV)/bin/pybabel init -i locale/app.pot -d locale -D app -l xx`, plus a line in pages/_i18n.py.
+.PHONY: messages
+messages: $(VENV)/.app
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k ngettext:1,2 --add-location=file --sort-by-file --no-wrap \
+		--project="LeNet-5 on CIFAR-10" -o locale/app.pot .
+	$(VENV)/bin/pybabel update -i locale/app.pot -d locale -D app --no-wrap --ignore-obsolete

@@ -26,12 +26,26 @@ def pages() -> list:
     ]
 
 
+def _language_chosen() -> None:
+    st.query_params["lang"] = st.session_state["language-picker"]  # in the URL: page switches and shared links keep it
+
+
+def language_picker() -> None:
+    """The sidebar's language selector; the language itself lives in ?lang= (pages/_i18n.py reads it)."""
+    from pages._i18n import LANGUAGES, _, language
+
+    st.session_state["language-picker"] = language()  # follows the URL, the browser's language, or a shared link
+    st.selectbox(":material/translate: " + _("Language"), list(LANGUAGES), format_func=LANGUAGES.get, key="language-picker",
+                 on_change=_language_chosen)
+
+
 def classroom_sidebar() -> None:
-    """The teacher's sign-in, presentation mode and the students' way in, on every page."""
+    """The language, the teacher's sign-in, presentation mode and the students' way in, on every page."""
     from pages import _classroom
     from pages._i18n import _
 
     with st.sidebar:
+        language_picker()
         _classroom.teacher_panel()
         _classroom.presentation_toggle()
         with st.expander(_("Students join here"), icon=":material/qr_code_2:"):
@@ -40,11 +54,14 @@ def classroom_sidebar() -> None:
 
 def main() -> None:
     from pages import _classroom
+    from pages._i18n import _
 
     navigation = st.navigation(pages())  # first: no run ever shows Streamlit's own list of the pages/ folder
-    _classroom.keep_sticky_params(navigation.url_path)  # a page switch has just cleared ?present=1 and ?lang=
+    # A page switch has just cleared ?present=1 and ?lang= (the page titles above already read the session's kept
+    # language: see pages/_i18n.language).
+    _classroom.keep_sticky_params(navigation.url_path)
     presenting = _classroom.presenting()
-    st.set_page_config(page_title="LeNet-5 on CIFAR-10", page_icon=":material/neurology:", layout="wide",
+    st.set_page_config(page_title=_("LeNet-5 on CIFAR-10"), page_icon=":material/neurology:", layout="wide",
                        initial_sidebar_state="collapsed" if presenting else "auto")
     _classroom.presentation_style()
     classroom_sidebar()

@@ -16,12 +16,12 @@ import torch
 from lenet.data import CLASSES
 from lenet.events import Epoch, Step
 from pages._format import number
-from pages._i18n import _
+from pages._i18n import N_, _
 
 CHANCE = 1 / len(CLASSES)
 MAX_POINTS = 1500
 PERCENT = alt.Axis(format="%")
-CHANNEL_COLORS = alt.Scale(domain=["red", "green", "blue"], range=["#d62728", "#2ca02c", "#1f77b4"])
+CHANNEL_COLORS = ["#d62728", "#2ca02c", "#1f77b4"]  # red, green, blue
 # Text and lines drawn on the page's background: Streamlit's own text colours, and a grey readable on both.
 INK = {"light": "#31333F", "dark": "#FAFAFA"}
 MUTED = {"light": "#6B6F80", "dark": "#A3A8B8"}
@@ -90,11 +90,12 @@ def pixel_histogram(image: torch.Tensor, title: str, zoom: float = 1.0) -> alt.C
     The same bins relative to the range: an image and its normalized copy draw the same shapes when the change is linear.
     """
     pixels, low, high = image[0].numel(), float(image.min()), float(image.max())
-    values = pd.DataFrame({"channel": [c for c in ("red", "green", "blue") for _pixel in range(pixels)], "value": image.flatten().tolist()})
+    channels = [_(name) for name in (N_("red"), N_("green"), N_("blue"))]  # the legend's words, in the reader's language
+    values = pd.DataFrame({"channel": [c for c in channels for _pixel in range(pixels)], "value": image.flatten().tolist()})
     chart = alt.Chart(values, title=title).mark_bar(opacity=0.55, binSpacing=0).encode(
         x=alt.X("value:Q", bin=alt.Bin(extent=[low, high], step=max(high - low, 1e-6) / 32), title=_("value")),
         y=alt.Y("count():Q", stack=None, title=_("pixels")),
-        color=alt.Color("channel:N", scale=CHANNEL_COLORS, title=_("channel")),
+        color=alt.Color("channel:N", scale=alt.Scale(domain=channels, range=CHANNEL_COLORS), title=_("channel")),
         tooltip=[alt.Tooltip("channel:N", title=_("channel")), alt.Tooltip("value:Q", bin=True, title=_("value")),
                  alt.Tooltip("count():Q", title=_("pixels"))],
     )
@@ -124,17 +125,18 @@ def loss_curve(steps: list[Step], steps_per_epoch: int) -> alt.Chart:
     data["epochs"] = data["step"] / max(1, steps_per_epoch)
     data["smoothed"] = data["loss"].ewm(alpha=0.15).mean()
     data = data.iloc[:: max(1, len(data) // MAX_POINTS)]  # a long run redrawn every second stays light for the browser
-    base = alt.Chart(data, title="Training loss").encode(
-        x=alt.X("epochs:Q", title="epoch"),
+    base = alt.Chart(data, title=_("Training loss")).encode(
+        x=alt.X("epochs:Q", title=_("epoch")),
         tooltip=[
-            "step:Q",
-            alt.Tooltip("epochs:Q", format=".2f", title="epoch"),
-            alt.Tooltip("loss:Q", format=".4f"),
-            alt.Tooltip("smoothed:Q", format=".4f"),
-            alt.Tooltip("lr:Q", format=".5f", title="learning rate"),
+            alt.Tooltip("step:Q", title=_("step")),
+            alt.Tooltip("epochs:Q", format=".2f", title=_("epoch")),
+            alt.Tooltip("loss:Q", format=".4f", title=_("loss")),
+            alt.Tooltip("smoothed:Q", format=".4f", title=_("smoothed")),
+            alt.Tooltip("lr:Q", format=".5f", title=_("learning rate")),
         ],
     )
-    raw = base.mark_line(opacity=0.35, color="#1f77b4").encode(y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title="cross-entropy loss"))
+    raw = base.mark_line(opacity=0.35, color="#1f77b4").encode(
+        y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title=_("cross-entropy loss")))
     smooth = base.mark_line(strokeWidth=3, color="#ff7f0e").encode(y="smoothed:Q")
     points = base.mark_point(opacity=0, size=80).encode(y="loss:Q")  # invisible, for the tooltips
     return large((raw + smooth + points).properties(height=320))
@@ -142,23 +144,41 @@ def loss_curve(steps: list[Step], steps_per_epoch: int) -> alt.Chart:
 
 def accuracy_curve(epochs: list[Epoch], total_epochs: int) -> alt.Chart:
     """Test (and validation, when held out) accuracy after each epoch, against chance."""
-    rows = [{"epoch": e.epoch, "set": "test", "accuracy": e.test_accuracy} for e in epochs]
+    test, validation = _("test"), _("validation")  # the legend's words
+    rows = [{"epoch": e.epoch, "set": test, "accuracy": e.test_accuracy} for e in epochs]
     held_out = [e for e in epochs if e.validation_accuracy is not None]
-    rows += [{"epoch": e.epoch, "set": "validation", "accuracy": e.validation_accuracy} for e in held_out]
+    rows += [{"epoch": e.epoch, "set": validation, "accuracy": e.validation_accuracy} for e in held_out]
     data = pd.DataFrame(rows, columns=["epoch", "set", "accuracy"])
-    line = alt.Chart(data, title="Accuracy after each epoch").mark_line(point=alt.OverlayMarkDef(size=90), strokeWidth=3).encode(
-        x=alt.X("epoch:Q", scale=alt.Scale(domain=[0, max(1, total_epochs)]), axis=alt.Axis(tickMinStep=1), title="epoch"),
-        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title="accuracy"),
+    line = alt.Chart(data, title=_("Accuracy after each epoch")).mark_line(point=alt.OverlayMarkDef(size=90), strokeWidth=3).encode(
+        x=alt.X("epoch:Q", scale=alt.Scale(domain=[0, max(1, total_epochs)]), axis=alt.Axis(tickMinStep=1), title=_("epoch")),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title=_("accuracy")),
         color=alt.Color("set:N", title=None),
-        tooltip=["epoch:Q", "set:N", alt.Tooltip("accuracy:Q", format=".2%")],
+        tooltip=[alt.Tooltip("epoch:Q", title=_("epoch")), alt.Tooltip("set:N", title=_("split")),
+                 alt.Tooltip("accuracy:Q", format=".2%", title=_("accuracy"))],
     )
     return large((line + chance_rule()).properties(height=320))
 
 
+def true_class_over_epochs(probabilities: dict[str, list[float]], epochs: list[int], zoom: float = 1.0) -> alt.Chart:
+    """One line per test image (named by its true class, as shown): the probability each epoch gives that class."""
+    rows = [{"class": name, "epoch": epoch, "probability": p} for name, values in probabilities.items()
+            for epoch, p in zip(epochs, values, strict=True)]
+    data = pd.DataFrame(rows, columns=["class", "epoch", "probability"])
+    chart = alt.Chart(data).mark_line(point=True, strokeWidth=2.5).encode(
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1), title=_("epoch")),
+        y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title=_("probability of the true class")),
+        color=alt.Color("class:N", sort=list(probabilities), title=_("class")),
+        tooltip=[alt.Tooltip("class:N", title=_("class")), alt.Tooltip("epoch:Q", title=_("epoch")),
+                 alt.Tooltip("probability:Q", format=".1%", title=_("probability"))],
+    )
+    return large(chart.properties(height=round(320 * zoom)), zoom)
+
+
 def chance_rule() -> alt.Chart:
     """A dashed line at 10%, labelled: what guessing gets."""
-    base = alt.Chart(pd.DataFrame({"chance": [CHANCE], "label": ["guessing"]})).encode(y="chance:Q")
-    rule = base.mark_rule(strokeDash=[6, 4], color="gray").encode(tooltip=alt.Tooltip("chance:Q", format=".0%", title="guessing"))
+    guessing = _("guessing")
+    base = alt.Chart(pd.DataFrame({"chance": [CHANCE], "label": [guessing]})).encode(y="chance:Q")
+    rule = base.mark_rule(strokeDash=[6, 4], color="gray").encode(tooltip=alt.Tooltip("chance:Q", format=".0%", title=guessing))
     return rule + base.mark_text(align="left", baseline="bottom", x=4, dy=-2, color="gray", fontSize=13).encode(text="label:N")
 
 
@@ -275,8 +295,8 @@ def architecture(rows: list[dict], zoom: float = 1.0) -> str:
     for row in rows:
         kind = "conv" if row["layer"].startswith("conv") else "fc" if row["layer"].startswith("fc") else "other"
         shape = " × ".join(str(n) for n in row["output_shape"])
-        count = number(row["parameters"])
-        params = f"<small>{_('{count} parameters').format(count=count)}</small>" if row["parameters"] else ""
+        words = _("{count} parameters").format(count=number(row["parameters"]))  # outside the f-string: pybabel finds it
+        params = f"<small>{_html(words)}</small>" if row["parameters"] else ""
         boxes.append(f'<div class="layer {kind}"><b>{_html(row["layer"])}</b><span>{shape}</span>{params}</div>')
     size = f"{0.95 * zoom:.2f}rem"
     return ARCHITECTURE_CSS % {"size": size} + '<div class="lenet-layers">' + '<span class="arrow">→</span>'.join(boxes) + "</div>"

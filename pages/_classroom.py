@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import segno
 import streamlit as st
 
-from pages._i18n import _
+from pages._i18n import KEPT_LANGUAGE, _
 
 PIN_VARIABLE = "LENET_TEACHER_PIN"
 FREE_TRIES = 5  # wrong PINs allowed before each further try waits
@@ -28,6 +28,7 @@ _TEACHER = "_classroom_teacher"
 _SESSION_TAG = "_classroom_session"
 _KEPT = "_classroom_kept:"  # session copies of URL values, for when navigation has cleared the query
 _PAGE = "_classroom_page"  # the page of the session's last run, to tell a page switch
+assert KEPT_LANGUAGE == _KEPT + "lang", "pages/_i18n.py reads the kept language under this key"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")
 
 

@@ -7,6 +7,9 @@ pixelated), for instance at 150% zoom. Grids are lists of tiles of a fixed width
 fit, so a phone gets fewer columns of the same crisp tiles rather than a shrunken, blurred picture.
 """
 
+import re
+from functools import cache
+
 import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 from torchvision.utils import make_grid
@@ -18,11 +21,32 @@ PIXELATED_CSS = """
 </style>
 """
 SQUARE_COLOR = "#00e5ff"  # the outline of the square the network used, on any photo
+# Words drawn into pictures: PIL's own font has no Hangul, so text with CJK characters gets the first of these fonts
+# that this machine has (Debian's fonts-noto-cjk, Nanum, macOS's and Windows' Korean fonts).
+CJK_FONTS = [("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 1), ("/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc", 1),
+             ("/usr/share/fonts/truetype/nanum/NanumGothic.ttf", 0), ("/System/Library/Fonts/AppleSDGothicNeo.ttc", 0),
+             ("C:/Windows/Fonts/malgun.ttf", 0)]
+CJK_TEXT = re.compile("[\u1100-\u11ff\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 
 
 def pixelated_style(st) -> None:
     """Keep pixel pictures sharp when the browser scales them: once per page, for the containers keyed "pixels…"."""
     st.html(PIXELATED_CSS)
+
+
+@cache
+def _cjk_font(size: int) -> ImageFont.FreeTypeFont | None:
+    for path, index in CJK_FONTS:
+        try:
+            return ImageFont.truetype(path, size, index=index)
+        except OSError:
+            continue
+    return None
+
+
+def font_for(text: str, size: int) -> ImageFont.FreeTypeFont:
+    """PIL's default font, or for text with Hangul (or other CJK characters) a font that has them, when one is here."""
+    return (_cjk_font(size) if CJK_TEXT.search(text) else None) or ImageFont.load_default(size=size)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -90,9 +114,10 @@ def labelled_grid(
     gap = max(6, tile // 12)
     widest = max((line for caption in captions for line in caption.splitlines()), key=len, default="")
     size = max(12, tile // 8)
-    while size > 10 and ImageFont.load_default(size=size).getlength(widest) > tile + gap - 4:
+    everything = "".join(captions)  # one font for all the captions: Hangul in any of them needs a font that has it
+    while size > 10 and font_for(everything, size).getlength(widest) > tile + gap - 4:
         size -= 1  # long captions get a smaller font rather than run into their neighbours
-    font = ImageFont.load_default(size=size)
+    font = font_for(everything, size)
     lines = max((caption.count("\n") + 1 for caption in captions), default=1)
     strip = lines * (size + 4) + 6
     rows = -(-len(images) // columns)

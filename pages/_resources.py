@@ -219,7 +219,7 @@ def run_labels(runs: list[RunSnapshot]) -> dict[str, str]:
     labels = {}
     for number, run in enumerate(sorted(runs, key=lambda r: r.id), start=1):
         accuracy = f" · {percent(run.test_accuracy)}" if run.test_accuracy is not None else ""
-        labels[run.id] = _("Run {number} · {preset}").format(number=number, preset=run.config.get("preset", "custom")) + accuracy
+        labels[run.id] = _("Run {number} · {preset}").format(number=number, preset=run.config.get("preset") or _("custom")) + accuracy
     return labels
 
 
@@ -233,7 +233,7 @@ def checkpoint_choices() -> dict[Path, str]:
     labels = run_labels(all_runs)
     for run in all_runs:
         if run.checkpoint is not None:
-            choices[run.checkpoint] = f"{labels[run.id]} ({run.state})"
+            choices[run.checkpoint] = f"{labels[run.id]} ({_(run.state)})"  # lenet's state words are the Train page's msgids
     return choices
 
 

@@ -12,7 +12,7 @@ from pages import _charts, _code
 from pages._classroom import presenting
 from pages._code import pytorch_code
 from pages._format import percent, with_article
-from pages._i18n import N_, _, class_name
+from pages._i18n import N_, _, bound, class_name, translate
 from pages._images import pixelated_style, upscale, with_centre_square
 from pages._resources import (
     ANY,
@@ -128,7 +128,7 @@ if loaded is None:
     st.stop()
 say_what_was_assumed(loaded)
 
-source = st.segmented_control(_("Picture"), SOURCES, default=SOURCES[0], required=True, format_func=_, key="source")
+source = st.segmented_control(_("Picture"), SOURCES, default=SOURCES[0], required=True, format_func=bound(translate), key="source")
 prediction, truth = None, None
 if source == SOURCES[0]:
     upload = st.file_uploader(_("A photo (JPEG, PNG, WebP, BMP or GIF)"), type=UPLOAD_TYPES, key="upload")
@@ -138,7 +138,7 @@ elif source == SOURCES[1]:
     prediction = classify_upload(loaded, shot) if shot is not None else None
 elif (data := require_data()) is not None:
     with st.container(horizontal=True, vertical_alignment="bottom"):
-        chosen = st.selectbox(_("Class"), [ANY, *CLASSES], format_func=class_name, key="test-class", width=220)
+        chosen = st.selectbox(_("Class"), [ANY, *CLASSES], format_func=bound(class_name), key="test-class", width=220)
         another = st.button(_("Another test image"), icon=":material/shuffle:", type="primary")
     if another or st.session_state.get("test-pick", (None, 0))[0] != chosen:
         st.session_state["test-pick"] = (chosen, new_seed())

@@ -11,7 +11,7 @@ from lenet.train import PRESETS, augment
 from pages import _charts, _code
 from pages._classroom import presenting, restore_from_url, sync_to_url
 from pages._code import pytorch_code
-from pages._i18n import N_, _, class_name, engine_text
+from pages._i18n import N_, _, bound, class_name, engine_text, translate
 from pages._images import column_strip, pixelated_style, stretched, tiles, to_pil, upscale, walkthrough_grid
 from pages._resources import ANY, class_labels, dataset_service, new_seed, random_batch, require_data
 from pages._router import through_router
@@ -40,8 +40,8 @@ def batch_section(data, zoom: float) -> tuple[torch.Tensor, list[str]]:
     restore_from_url("class", ANY, options=[ANY, *CLASSES])
     restore_from_url("size", 16, options=SIZES)
     with st.container(horizontal=True, vertical_alignment="bottom"):
-        split_name = st.segmented_control(_("Split"), SPLITS, required=True, format_func=_, key="split")
-        chosen = st.selectbox(_("Class"), [ANY, *CLASSES], format_func=class_name, key="class", width=220)
+        split_name = st.segmented_control(_("Split"), SPLITS, required=True, format_func=bound(translate), key="split")
+        chosen = st.selectbox(_("Class"), [ANY, *CLASSES], format_func=bound(class_name), key="class", width=220)
         size = st.select_slider(_("Images"), SIZES, key="size", width=300)
         if st.button(_("Shuffle"), icon=":material/shuffle:", type="primary") or "batch_seed" not in st.session_state:
             st.session_state.batch_seed = new_seed()

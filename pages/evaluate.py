@@ -13,7 +13,7 @@ from pages import _charts, _code
 from pages._classroom import presenting, restore_from_url, sync_to_url
 from pages._code import pytorch_code
 from pages._format import duration, number, percent, points
-from pages._i18n import _, class_name
+from pages._i18n import _, bound, class_name
 from pages._images import pixelated_style, tiles
 from pages._resources import (
     ANY,
@@ -163,9 +163,9 @@ def gallery_filters() -> tuple[bool, str, str, int]:
         restore_from_url(key, default, options=FILTER_OPTIONS.get(key))
     with st.container(horizontal=True, vertical_alignment="bottom"):
         mistakes_only = st.toggle(_("Mistakes only"), key="mistakes", on_change=filters_changed)
-        true_name = st.selectbox(_("True class"), [ANY, *CLASSES], format_func=class_name, key="true", width=220,
+        true_name = st.selectbox(_("True class"), [ANY, *CLASSES], format_func=bound(class_name), key="true", width=220,
                                  on_change=filters_changed)
-        predicted_name = st.selectbox(_("Predicted class"), [ANY, *CLASSES], format_func=class_name, key="predicted", width=220,
+        predicted_name = st.selectbox(_("Predicted class"), [ANY, *CLASSES], format_func=bound(class_name), key="predicted", width=220,
                                       on_change=filters_changed)
         count = st.select_slider(_("Images"), COUNTS, key="count", width=260, on_change=filters_changed)
     for key, default in FILTERS.items():

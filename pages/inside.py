@@ -15,14 +15,16 @@ from lenet.data import CLASSES
 from lenet.predict import ImageError, load_image, model_input
 from lenet.runs import epoch_checkpoints
 from pages import _charts, _code
-from pages._code import pytorch_code
-from pages._images import labelled_grid, to_pil, upscale
+from pages._code import pytorch_code, snippet
+from pages._format import number, percent
+from pages._i18n import N_, _, bound, class_name, engine_text, translate
+from pages._images import font_for, labelled_grid, to_pil, upscale
 from pages._resources import ANY, LoadedModel, choose_model, dataset_service, loaded_model, new_seed, random_batch, require_data
 from pages._router import through_router
 
 through_router()
 
-SOURCES = ["A test image", "Upload a photo"]
+SOURCES = [N_("A test image"), N_("Upload a photo")]
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 # Colour scales: activations are never negative (after ReLU), so dark to bright; signed values (normalized pixels,
 # the occlusion's drop) run from blue through white (zero) to red.
@@ -33,11 +35,11 @@ GREYS = ["#000000", "#ffffff"]
 TILES = {"conv1": 112, "pool1": 112, "conv2": 100, "pool2": 100}
 
 CODE = _code.IMPORTS + "from captum.attr import Occlusion, Saliency\n\n" + _code.SEED + "\n" + _code.DATA + "\n" + _code.NET + \
-    _code.LOAD_TRAINED + """
-image, label = testset[0]  # one normalized test image, 3x32x32
-x = image.unsqueeze(0)  # a batch of one
-with torch.no_grad():  # forward, one stage at a time
-    conv1 = F.relu(net.conv1(x))  # 1x6x28x28: six feature maps
+    _code.LOAD_TRAINED + snippet("""
+image, label = testset[0]  # $image
+x = image.unsqueeze(0)  # $batch
+with torch.no_grad():  # $forward
+    conv1 = F.relu(net.conv1(x))  # $conv1
     pool1 = net.pool(conv1)  # 1x6x14x14
     conv2 = F.relu(net.conv2(pool1))  # 1x16x10x10
     pool2 = net.pool(conv2)  # 1x16x5x5
@@ -46,17 +48,22 @@ with torch.no_grad():  # forward, one stage at a time
     logits = net.fc3(fc2)  # 1x10
 probabilities = logits.softmax(1)
 
-# One value of conv1 by hand: filter 0 at row 10, column 12 reads the 3x5x5 patch below it.
+# $by_hand
 patch = x[0, :, 10:15, 12:17]
-by_hand = ((patch * net.conv1.weight[0]).sum() + net.conv1.bias[0]).clamp(min=0)  # multiply, add, bias, ReLU
-print(by_hand.item(), conv1[0, 0, 10, 12].item())  # the same number
+by_hand = ((patch * net.conv1.weight[0]).sum() + net.conv1.bias[0]).clamp(min=0)  # $steps
+print(by_hand.item(), conv1[0, 0, 10, 12].item())  # $same
 
-# Why? The gradient of the class's logit, and the drop in its probability under a sliding grey square.
+# $why
 target = logits.argmax(1).item()
 saliency = Saliency(net).attribute(x.clone().requires_grad_(), target=target).amax(1)[0]  # 32x32
 occlusion = Occlusion(lambda batch: net(batch).softmax(1)).attribute(
-    x, sliding_window_shapes=(3, 8, 8), strides=(3, 2, 2), baselines=0.0, target=target)[0, 0]  # 0.0 is grey here
-"""
+    x, sliding_window_shapes=(3, 8, 8), strides=(3, 2, 2), baselines=0.0, target=target)[0, 0]  # $grey
+""", image=N_("one normalized test image, 3x32x32"), batch=N_("a batch of one"), forward=N_("forward, one stage at a time"),
+    conv1=N_("1x6x28x28: six feature maps"),
+    by_hand=N_("One value of conv1 by hand: filter 0 at row 10, column 12 reads the 3x5x5 patch below it."),
+    steps=N_("multiply, add, bias, ReLU"), same=N_("the same number"),
+    why=N_("Why? The gradient of the class's logit, and the drop in its probability under a sliding grey square."),
+    grey=N_("0.0 is grey here"))
 
 
 def draw(where, image: Image.Image, **options) -> None:
@@ -85,7 +92,7 @@ def legend(low: float, high: float, colors: list[str], note: str, width: int = 3
     pen, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=12)
     for x, value in ((30, low), (30 + width // 2, (low + high) / 2), (30 + width, high)):
         pen.text((x, 20), f"{value:.3g}", fill="black", font=font, anchor="ma")
-    pen.text((30 + width // 2, 36), note, fill="#555555", font=font, anchor="ma")
+    pen.text((30 + width // 2, 36), note, fill="#555555", font=font_for(note, 12), anchor="ma")
     return canvas
 
 
@@ -136,123 +143,133 @@ def choose_checkpoint() -> tuple[LoadedModel | None, dict[int, Path]]:
     epochs = epoch_checkpoints(loaded.path.parent)  # a run's checkpoint.pt sits beside its epochs/ folder
     if len(epochs) < 2:
         return loaded, epochs
-    epoch = st.select_slider("Epoch", list(epochs), value=max(epochs), key=f"inside-epoch-{loaded.path}",
-                             help="This run kept its weights after every epoch: go back in time and watch the network learn")
+    epoch = st.select_slider(_("Epoch"), list(epochs), value=max(epochs), key=f"inside-epoch-{loaded.path}",
+                             help=_("This run kept its weights after every epoch: go back in time and watch the network learn"))
     try:
         return loaded_model(epochs[epoch]), epochs
     except CheckpointError as error:
-        st.error(str(error), icon=":material/error:")
+        st.error(engine_text(str(error)), icon=":material/error:")
         return None, epochs
 
 
 def choose_image() -> tuple[torch.Tensor, str] | None:
     """The uint8 3 x 32 x 32 image to look at and what to call it; None, after saying why, when there is none yet."""
-    source = st.segmented_control("Picture", SOURCES, default=SOURCES[0], required=True, key="inside-source")
+    source = st.segmented_control(_("Picture"), SOURCES, default=SOURCES[0], required=True, format_func=bound(translate),
+                                  key="inside-source")
     if source == SOURCES[1]:
-        upload = st.file_uploader("A photo (JPEG, PNG, WebP, BMP or GIF)", type=UPLOAD_TYPES, key="inside-upload")
+        upload = st.file_uploader(_("A photo (JPEG, PNG, WebP, BMP or GIF)"), type=UPLOAD_TYPES, key="inside-upload")
         if upload is None:
             return None
         try:
-            return explain.pixels(model_input(load_image(upload, getattr(upload, "name", None)))), "your photo"
+            return explain.pixels(model_input(load_image(upload, getattr(upload, "name", None)))), _("your photo")
         except ImageError as error:
-            st.error(str(error), icon=":material/broken_image:")
+            st.error(engine_text(str(error)), icon=":material/broken_image:")
             return None
     data = require_data()
     if data is None:
         return None
     with st.container(horizontal=True, vertical_alignment="bottom"):
-        chosen = st.selectbox("Class", [ANY, *CLASSES], key="inside-class", width=220)
-        another = st.button("Another test image", icon=":material/shuffle:", type="primary", key="inside-another")
+        chosen = st.selectbox(_("Class"), [ANY, *CLASSES], format_func=bound(class_name), key="inside-class", width=220)
+        another = st.button(_("Another test image"), icon=":material/shuffle:", type="primary", key="inside-another")
     if another or st.session_state.get("inside-pick", (None, 0))[0] != chosen:
         st.session_state["inside-pick"] = (chosen, new_seed())
     picked = random_batch(data.test, chosen, 1, st.session_state["inside-pick"][1])
-    return picked.images[0], f"test image: {CLASSES[picked.labels[0]]}"
+    return picked.images[0], _("test image: {name}").format(name=class_name(int(picked.labels[0])))
 
 
 def show_input(image: torch.Tensor, caption: str, stages: dict) -> None:
-    st.header("1 · The input")
+    st.header(_("1 · The input"))
     picture, channels = st.columns([1, 3], gap="large")
     draw(picture, upscale(to_pil(image), 224), caption=f"{caption}, 32 × 32", width=224)
     with channels:
         normalized = stages["input"]
         reach = normalized.abs().max().item()
         tiles = paint(normalized, -reach, reach, BLUE_WHITE_RED)
-        draw(st, labelled_grid(tiles, ["red, normalized", "green, normalized", "blue, normalized"], columns=3, tile=192))
-        draw(st, legend(-reach, reach, BLUE_WHITE_RED, "one scale for the three channels; white is 0"))
-        st.caption("What the network reads: each channel minus its mean, divided by its standard deviation.")
+        draw(st, labelled_grid(tiles, [_("red, normalized"), _("green, normalized"), _("blue, normalized")], columns=3, tile=192))
+        draw(st, legend(-reach, reach, BLUE_WHITE_RED, _("one scale for the three channels; white is 0")))
+        st.caption(_("What the network reads: each channel minus its mean, divided by its standard deviation."))
 
 
 def show_convolutions(stages: dict, filters: explain.Filters) -> None:
-    st.header("2 · Convolutions and pooling")
-    st.markdown(
+    st.header(_("2 · Convolutions and pooling"))
+    st.markdown(_(
         "Each **convolution** slides its filters over the image and writes one **feature map** per filter; ReLU sets "
         "the negative values to 0 (black). **Max-pooling** keeps the largest of every 2 × 2 block, halving the map."
-    )
-    each_on_its_own = st.checkbox("Stretch each map to its own range", key="inside-stretch",
-                                  help="Off: one colour scale per layer, so maps compare. On: faint maps show their pattern.")
-    conv1_filters = labelled_grid(each_stretched(filters.conv1_weight), [f"filter {i + 1}" for i in range(6)], columns=6, tile=60)
+    ))
+    each_on_its_own = st.checkbox(_("Stretch each map to its own range"), key="inside-stretch",
+                                  help=_("Off: one colour scale per layer, so maps compare. On: faint maps show their pattern."))
+    conv1_filters = labelled_grid(each_stretched(filters.conv1_weight), [_("filter {number}").format(number=i + 1) for i in range(6)],
+                                  columns=6, tile=60)
     reach = filters.conv2_weight.abs().max().item()
     conv2_filters = upscale(to_pil(make_grid(paint(filters.conv2_weight.flatten(0, 1), -reach, reach, GREYS), nrow=6,
                                              padding=1, pad_value=255)), 560)
     beside = {
-        "conv1": (conv1_filters, "conv1's six 5 × 5 filters in colour (each stretched): map i is filter i slid over the image"),
-        "conv2": (conv2_filters, "conv2's 16 filters, one row each, one 5 × 5 tile per pool1 map it reads "
-                                 f"(grey is 0, white {reach:.2f}, black −{reach:.2f})"),
+        "conv1": (conv1_filters, _("conv1's six 5 × 5 filters in colour (each stretched): map i is filter i slid over the image")),
+        "conv2": (conv2_filters, _("conv2's 16 filters, one row each, one 5 × 5 tile per pool1 map it reads "
+                                   "(grey is 0, white {reach}, black −{reach})").format(reach=number(reach, 2))),
     }
     for name in ("conv1", "pool1", "conv2", "pool2"):
         maps = stages[name]
-        st.subheader(f"{name}: {maps.shape[0]} maps of {maps.shape[1]} × {maps.shape[2]}")
+        st.subheader(_("{layer}: {count} maps of {height} × {width}").format(layer=name, count=maps.shape[0], height=maps.shape[1],
+                                                                           width=maps.shape[2]))
         shown, side = st.columns([3, 1], gap="large")
         with shown:
             painted, top = stage_images(maps, each_on_its_own)
-            draw(st, labelled_grid(painted, [f"map {i + 1}" for i in range(len(maps))], columns=8, tile=TILES[name]))
+            draw(st, labelled_grid(painted, [_("map {number}").format(number=i + 1) for i in range(len(maps))], columns=8,
+                                   tile=TILES[name]))
             if each_on_its_own:
-                st.caption("Each map stretched from its own lowest (dark) to its own highest value (bright).")
+                st.caption(_("Each map stretched from its own lowest (dark) to its own highest value (bright)."))
             else:
-                draw(st, legend(0.0, top, MAGMA, f"one scale for all {len(maps)} maps; black is 0"))
+                draw(st, legend(0.0, top, MAGMA, _("one scale for all {count} maps; black is 0").format(count=len(maps))))
         if name in beside:
             picture, caption = beside[name]
             draw(side, picture, caption=caption)
 
 
 def show_dense(stages: dict) -> None:
-    st.header("3 · Fully connected layers and the answer")
-    st.markdown("pool2's 16 × 5 × 5 = 400 values are flattened into one list; fc1 and fc2 weigh all of them into "
-                "120, then 84 numbers (after ReLU), and fc3 into ten scores, the **logits**.")
+    st.header(_("3 · Fully connected layers and the answer"))
+    st.markdown(_("pool2's 16 × 5 × 5 = 400 values are flattened into one list; fc1 and fc2 weigh all of them into "
+                  "120, then 84 numbers (after ReLU), and fc3 into ten scores, the **logits**."))
     for name in ("fc1", "fc2"):
         values = stages[name]
         top = max(values.max().item(), 1e-6)
         strip, scale = st.columns([3, 1], gap="large", vertical_alignment="center")
         picture = to_pil(paint(values.unsqueeze(0), 0.0, top, MAGMA)).resize((len(values) * 7, 28), Image.Resampling.NEAREST)
-        draw(strip, picture, caption=f"{name}: {len(values)} values, {int((values > 0).sum())} above 0")
-        draw(scale, legend(0.0, top, MAGMA, f"{name}'s scale", width=200))
+        draw(strip, picture, caption=_("{layer}: {count} values, {positive} above 0").format(
+            layer=name, count=len(values), positive=int((values > 0).sum())))
+        draw(scale, legend(0.0, top, MAGMA, _("{layer}'s scale").format(layer=name), width=200))
     scores, chart = st.columns([2, 3], gap="large")
     with scores:
-        st.markdown("Softmax turns the logits $z$ into probabilities: $p_k = e^{z_k} / \\sum_j e^{z_j}$.")
-        st.dataframe(pd.DataFrame({"class": CLASSES, "logit": stages["logits"].numpy(), "probability": stages["probabilities"].numpy()}),
-                     hide_index=True, column_config={"logit": st.column_config.NumberColumn(format="%.2f"),
-                                                     "probability": st.column_config.NumberColumn(format="percent")})
+        st.markdown(_("Softmax turns the logits $z$ into probabilities: $p_k = e^{z_k} / \\sum_j e^{z_j}$."))
+        logit, probability = _("logit"), _("probability")
+        st.dataframe(pd.DataFrame({_("class"): [class_name(name) for name in CLASSES], logit: stages["logits"].numpy(),
+                                   probability: stages["probabilities"].numpy()}),
+                     hide_index=True, column_config={logit: st.column_config.NumberColumn(format="%.2f"),
+                                                     probability: st.column_config.NumberColumn(format="percent")})
     with chart:
-        _charts.draw_vega_lite(st, _charts.probabilities(stages["probabilities"].tolist()))
+        _charts.draw_vega_lite(st, _charts.probabilities(stages["probabilities"].tolist(), [class_name(name) for name in CLASSES]))
 
 
 def show_worked_example(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> None:
-    st.header("4 · One value, worked out by hand")
-    st.markdown("Pick a map and a position: the value there is the filter times the 5 × 5 patch under it, added up, "
-                "plus the bias, through ReLU.")
+    st.header(_("4 · One value, worked out by hand"))
+    st.markdown(_("Pick a map and a position: the value there is the filter times the 5 × 5 patch under it, added up, "
+                  "plus the bias, through ReLU."))
     with st.container(horizontal=True, vertical_alignment="bottom"):
-        layer = st.segmented_control("Layer", ["conv1", "conv2"], default="conv1", required=True, key="inside-layer")
-        channels, size, _ = explain.STAGE_SHAPES[layer]
-        channel = st.selectbox("Map", range(channels), format_func=lambda i: f"map {i + 1}", key=f"inside-map-{layer}", width=160)
+        layer = st.segmented_control(_("Layer"), ["conv1", "conv2"], default="conv1", required=True, key="inside-layer")
+        channels, size, _width = explain.STAGE_SHAPES[layer]
+        map_words = _("map {number}")  # in the run's language: format_func may be called outside it
+        channel = st.selectbox(_("Map"), range(channels), format_func=lambda i: map_words.format(number=i + 1),
+                               key=f"inside-map-{layer}", width=160)
     rows, cols = st.columns(2)
-    row = rows.slider("Row", 0, size - 1, size // 2, key=f"inside-row-{layer}")
-    col = cols.slider("Column", 0, size - 1, size // 2, key=f"inside-col-{layer}")
+    row = rows.slider(_("Row"), 0, size - 1, size // 2, key=f"inside-row-{layer}")
+    col = cols.slider(_("Column"), 0, size - 1, size // 2, key=f"inside-col-{layer}")
+    at = _("row {row}, column {col}").format(row=row, col=col)
     example = explain.worked_example(loaded.model, image, loaded.normalization, layer, channel, row, col)
 
     where, result = st.columns(2, gap="large")
     if layer == "conv1":
         draw(where, outlined(upscale(to_pil(image), 256), row, col, explain.KERNEL, 8), width=256,
-             caption=f"the 5 × 5 patch of the image at row {row}, column {col}")
+             caption=_("the 5 × 5 patch of the image at {position}").format(position=at))
     else:
         pool1 = stages["pool1"]
         tiles = [outlined(to_pil(t).resize((140, 140), Image.Resampling.NEAREST), row, col, explain.KERNEL, 10)
@@ -260,56 +277,59 @@ def show_worked_example(loaded: LoadedModel, image: torch.Tensor, stages: dict) 
         strip = Image.new("RGB", (6 * 146, 140), "white")
         for i, tile in enumerate(tiles):
             strip.paste(tile, (i * 146, 0))
-        draw(where, strip, caption=f"the 5 × 5 patch of all six pool1 maps at row {row}, column {col}")
+        draw(where, strip, caption=_("the 5 × 5 patch of all six pool1 maps at {position}").format(position=at))
     painted = paint(stages[layer][channel], 0.0, max(stages[layer].max().item(), 1e-6), MAGMA)
     scale = 256 // size
     draw(result, outlined(upscale(to_pil(painted), 256), row, col, 1, scale), width=256,
-         caption=f"{layer} map {channel + 1}: the value at row {row}, column {col}")
+         caption=_("{layer} map {number}: the value at {position}").format(layer=layer, number=channel + 1, position=at))
 
-    names = ["red", "green", "blue"] if layer == "conv1" else [f"pool1 map {i + 1}" for i in range(6)]
+    names = ([_("red"), _("green"), _("blue")] if layer == "conv1"
+             else [_("pool1 map {number}").format(number=i + 1) for i in range(6)])
     for tab, patch, weights, products in zip(st.tabs(names), example.patch, example.weights, example.products, strict=True):
         with tab:
             a, b, c = st.columns(3)
-            a.caption("the patch (input values)")
+            a.caption(_("the patch (input values)"))
             a.dataframe(numbers(patch), hide_index=True)
-            b.caption("× the filter's weights")
+            b.caption(_("× the filter's weights"))
             b.dataframe(numbers(weights), hide_index=True)
-            c.caption(f"= products, adding up to {products.sum().item():.4f}")
+            c.caption(_("= products, adding up to {sum}").format(sum=number(products.sum().item(), 4)))
             c.dataframe(numbers(products), hide_index=True)
+    products_words, bias_word = _("sum of all {count} products").format(count=example.products.numel()), _("bias")
     st.latex(
-        rf"\underbrace{{{example.total:.4f}}}_{{\text{{sum of all {example.products.numel()} products}}}}"
-        rf" + \underbrace{{{example.bias:.4f}}}_{{\text{{bias}}}} = {example.pre_relu:.4f}"
+        rf"\underbrace{{{example.total:.4f}}}_{{\text{{{products_words}}}}}"
+        rf" + \underbrace{{{example.bias:.4f}}}_{{\text{{{bias_word}}}}} = {example.pre_relu:.4f}"
         rf" \;\xrightarrow{{\text{{ReLU}}}}\; {example.post_relu:.4f}"
     )
-    st.success(f"The network's own {layer} map {channel + 1} holds **{example.map_value:.4f}** at row {row}, column {col}: "
-               "the same number, up to rounding.", icon=":material/check_circle:")
+    st.success(_("The network's own {layer} map {number} holds **{value}** at {position}: the same number, up to rounding.").format(
+        layer=layer, number=channel + 1, value=number(example.map_value, 4), position=at), icon=":material/check_circle:")
 
 
 def show_attribution(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> None:
-    st.header("5 · Why did it say that?")
-    st.markdown(
+    st.header(_("5 · Why did it say that?"))
+    st.markdown(_(
         "**Saliency**: how strongly the class's score reacts to each pixel (the gradient of its logit; bright is strong). "
         "**Occlusion**: how much the class's probability drops when a grey 8 × 8 square hides that spot "
         "(red: the evidence was there; blue: hiding it helps the class)."
-    )
+    ))
     probabilities = stages["probabilities"]
     ranked = probabilities.argsort(descending=True).tolist()
-    other = st.selectbox("Why not…?", range(len(CLASSES)), index=ranked[1], format_func=lambda k: CLASSES[k], key="inside-why-not",
+    other = st.selectbox(_("Why not…?"), range(len(CLASSES)), index=ranked[1], format_func=bound(class_name), key="inside-why-not",
                          width=220)
-    for label, target in (("its answer", ranked[0]), ("the class you picked", other)):
-        st.subheader(f"{CLASSES[target]} ({probabilities[target]:.1%}), {label}")
+    for label, target in ((_("its answer"), ranked[0]), (_("the class you picked"), other)):
+        st.subheader(_("{name} ({probability}), {which}").format(name=class_name(target), probability=percent(float(probabilities[target])),
+                                                               which=label))
         gradient = explain.saliency_map(loaded.model, image, loaded.normalization, target)
         drop = explain.occlusion_map(loaded.model, image, loaded.normalization, target)
         reach = max(drop.abs().max().item(), 1e-6)
         picture, saliency, occlusion = st.columns(3, gap="medium")
-        draw(picture, upscale(to_pil(image), 224), width=224, caption="the image")
-        draw(saliency, overlay(image, paint(gradient, 0.0, max(gradient.max().item(), 1e-12), MAGMA)), width=224, caption="saliency")
+        draw(picture, upscale(to_pil(image), 224), width=224, caption=_("the image"))
+        draw(saliency, overlay(image, paint(gradient, 0.0, max(gradient.max().item(), 1e-12), MAGMA)), width=224, caption=_("saliency"))
         draw(saliency, legend(0.0, gradient.max().item(), MAGMA, "|d logit / d pixel|", width=200))
-        draw(occlusion, overlay(image, paint(drop, -reach, reach, BLUE_WHITE_RED)), width=224, caption="occlusion")
-        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, "drop in the probability", width=200))
+        draw(occlusion, overlay(image, paint(drop, -reach, reach, BLUE_WHITE_RED)), width=224, caption=_("occlusion"))
+        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, _("drop in the probability"), width=200))
 
 
-@st.cache_resource(show_spinner="Classifying the panel with every epoch…", max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)  # its spinner is the caller's: a decorator's text has no language
 def _panel_over_epochs(paths: tuple[str, ...], mtimes: tuple[int, ...], data_source: str, _images: torch.Tensor) -> torch.Tensor:
     return explain.classify_over_epochs(list(paths), _images)
 
@@ -320,26 +340,27 @@ def show_time_machine(epochs: dict[int, Path], shown: Path) -> None:
     data = dataset_service().get()
     if len(epochs) < 2 or data is None:
         return
-    st.header("6 · The time machine")
+    st.header(_("6 · The time machine"))
     panel = explain.panel(data.test)
     images = data.test.images[panel]
     paths = list(epochs.values())
-    probabilities = _panel_over_epochs(tuple(map(str, paths)), tuple(p.stat().st_mtime_ns for p in paths), data.source, images)
-    truth = pd.DataFrame({CLASSES[k]: probabilities[:, i, k].numpy() for i, k in enumerate(data.test.labels[panel].tolist())},
-                         index=pd.Index(list(epochs), name="epoch"))
-    st.markdown(f"Ten test images, one per class, through the run's {len(epochs)} epochs: the probability each epoch gives "
-                "the image's true class.")
-    st.line_chart(truth, x_label="epoch", y_label="probability of the true class")
-    epoch = next((number for number, path in epochs.items() if path == shown), max(epochs))
+    with st.spinner(_("Classifying the panel with every epoch…")):
+        probabilities = _panel_over_epochs(tuple(map(str, paths)), tuple(p.stat().st_mtime_ns for p in paths), data.source, images)
+    truth = {class_name(k): probabilities[:, i, k].tolist() for i, k in enumerate(data.test.labels[panel].tolist())}
+    st.markdown(_("Ten test images, one per class, through the run's {count} epochs: the probability each epoch gives "
+                  "the image's true class.").format(count=len(epochs)))
+    st.altair_chart(_charts.true_class_over_epochs(truth, list(epochs)), width="stretch")
+    epoch = next((n for n, path in epochs.items() if path == shown), max(epochs))
     said = probabilities[list(epochs).index(epoch)]
-    captions = [f"{CLASSES[int(p.argmax())]}\n{p.max():.0%}" for p in said]
+    captions = [f"{class_name(int(p.argmax()))}\n{percent(float(p.max()), 0)}" for p in said]
     colors = ["#2ca02c" if int(p.argmax()) == k else "#d62728" for p, k in zip(said, data.test.labels[panel].tolist(), strict=True)]
-    draw(st, labelled_grid(images, captions, colors, columns=10, tile=96), caption=f"what epoch {epoch} says (green: right)")
+    draw(st, labelled_grid(images, captions, colors, columns=10, tile=96),
+         caption=_("what epoch {epoch} says (green: right)").format(epoch=epoch))
 
 
-st.title(":material/visibility: Inside the network")
-st.markdown("One picture through LeNet-5, layer by layer: what each convolution sees, how the numbers become an answer, "
-            "and which pixels the answer rests on.")
+st.title(":material/visibility: " + _("Inside the network"))
+st.markdown(_("One picture through LeNet-5, layer by layer: what each convolution sees, how the numbers become an answer, "
+              "and which pixels the answer rests on."))
 
 pick_model, pick_image = st.columns(2, gap="large")
 with pick_model:

@@ -59,7 +59,8 @@ with st.container(horizontal=True, gap="medium"):
             "Softmax turns the 10 scores $z$ into probabilities; the loss is minus the log of the probability "
             "given to the true class $y$:"
         ))
-        st.latex(r"p_k = \frac{e^{z_k}}{\sum_{j=1}^{10} e^{z_j}} \qquad \text{loss} = -\log p_y")
+        loss = _("loss")
+        st.latex(r"p_k = \frac{e^{z_k}}{\sum_{j=1}^{10} e^{z_j}} \qquad \text{" + loss + r"} = -\log p_y")
         st.markdown(_("A sure and right answer costs 0; guessing (every $p_k = 0.1$) costs $\\ln 10 \\approx 2.30$, "
                       "where training starts."))
     with st.container(width=round(470 * zoom)):

@@ -17,7 +17,6 @@ import streamlit as st
 
 from lenet.checkpoint import default_checkpoint
 from lenet.classroom import KEEP_NEWEST_RUNS, RunBusy, delete_run, prune_runs, read_actions, record_action, runs_limit_bytes
-from lenet.data import CLASSES
 from lenet.events import LiveView
 from lenet.inference import available_devices
 from lenet.runs import (
@@ -48,8 +47,8 @@ from pages._classroom import (
     who,
 )
 from pages._code import pytorch_code
-from pages._format import duration, local_time, percent
-from pages._i18n import _, language
+from pages._format import duration, local_time, number, percent, points
+from pages._i18n import DEFAULT, N_, _, bound, class_name, engine_text, language, translate
 from pages._images import stretched, to_pil, upscale
 from pages._resources import dataset_service, registry, run_labels
 from pages._router import through_router
@@ -72,6 +71,45 @@ def preset_note(name: str) -> str:
         "best": _("The most LeNet-5 gives: augmentation, weight decay, 60 epochs. Around 75%; takes a while on a CPU."),
     }
     return notes.get(name, "")
+
+
+def setting_label(name: str) -> str:
+    """A setting as a table names it: in English as the command line and run folders do ("batch_size"), in another
+    language by its option's label ("배치 크기")."""
+    if language() == DEFAULT:
+        return name
+    options = {option.name: option.metadata["label"] for option in TrainConfig.options()}
+    return _(options[name]) if name in options else _("Preset") if name == "preset" else name
+
+
+# The choices' words (the command line's, in the URL too) that read as English words; the others are names (sgd, adam).
+CHOICE_WORDS = {"constant": N_("constant"), "onecycle": N_("one-cycle"), "cosine": N_("cosine"), "auto": N_("automatic")}
+
+
+def choice_words(value: str, language_code: str | None = None) -> str:
+    """A choice as the page shows it: as the command line writes it, followed in other languages by its meaning."""
+    if (language_code or language()) == DEFAULT or value not in CHOICE_WORDS:
+        return value
+    return f"{translate(CHOICE_WORDS[value], language_code)} ({value})"
+
+
+def setting_value(value) -> str:
+    """A setting's value as a table shows it: as the run's config.json writes it in English; in another language
+    switches as on/off and choices in words."""
+    if language() == DEFAULT:
+        return str(value)
+    if isinstance(value, bool):
+        return _("on") if value else _("off")
+    return choice_words(value) if isinstance(value, str) else str(value)
+
+
+def who_words(who: str) -> str:
+    """Who acted, as the run's record keeps it ("teacher", "session 3fa2c1"), in the session's language."""
+    if who == "teacher":
+        return _("teacher")
+    if who.startswith("session "):
+        return _("session {tag}").format(tag=who.removeprefix("session "))
+    return who
 
 
 def state_word(state: str) -> str:
@@ -121,19 +159,20 @@ def option_widget(option, value, key: str):
     out-of-range value reaches validation, which says in words what is wrong, instead of a silent red mark.
     Its value starts from the URL when a shared link sets it (the URL names the option: ?epochs=5)."""
     meta = option.metadata
+    label, help_text = (_(text) for text in (meta["label"], meta["help"]))  # lenet's English, listed in _i18n.OPTION_TEXTS
     if option.type is bool:
         restore_from_url(key, bool(value), param=option.name)
-        return st.checkbox(meta["label"], help=meta["help"], key=key)
+        return st.checkbox(label, help=help_text, key=key)
     if meta["choices"]:
         choices = list(available_devices() if option.name == "device" else meta["choices"])  # never offer a missing GPU
         restore_from_url(key, value if value in choices else choices[0], options=choices, param=option.name)
-        return st.selectbox(meta["label"], choices, help=meta["help"], key=key)
+        return st.selectbox(label, choices, format_func=bound(choice_words), help=help_text, key=key)
     if option.type is int:
         restore_from_url(key, int(value), param=option.name)
-        return st.number_input(meta["label"], step=1, help=meta["help"], key=key)
+        return st.number_input(label, step=1, help=help_text, key=key)
     digits = 5 if option.name == "weight_decay" else 4 if option.name == "lr" else 3
     restore_from_url(key, float(value), param=option.name)
-    return st.number_input(meta["label"], step=10 ** -min(digits, 3), format=f"%.{digits}f", help=meta["help"], key=key)
+    return st.number_input(label, step=10 ** -min(digits, 3), format=f"%.{digits}f", help=help_text, key=key)
 
 
 def hyperparameters(defaults: TrainConfig, preset_name: str) -> dict:
@@ -172,11 +211,11 @@ def start(preset_name: str, values: dict, confirmed: bool = False) -> None:
     try:
         config = preset(preset_name, **values)
     except ConfigError as error:
-        st.error(_("Not started: {reason}").format(reason=error), icon=":material/error:")
+        st.error(_("Not started: {reason}").format(reason=engine_text(str(error))), icon=":material/error:")
         return
     problems = config.problems()
     if problems:
-        st.error(_("Not started.") + " " + " ".join(problems.values()), icon=":material/error:")
+        st.error(_("Not started.") + " " + " ".join(engine_text(problem) for problem in problems.values()), icon=":material/error:")
         return
     seconds = estimated_seconds(config, measured_rate(runs.list_runs(), config))
     if seconds > CONFIRM_ABOVE_SECONDS and not confirmed:
@@ -184,7 +223,7 @@ def start(preset_name: str, values: dict, confirmed: bool = False) -> None:
         return
     service = dataset_service()
     if not service.start_loading():
-        st.error(_("Not started: {reason}").format(reason=service.status().message), icon=":material/folder_off:")
+        st.error(_("Not started: {reason}").format(reason=engine_text(service.status().message)), icon=":material/folder_off:")
         return
     prune()  # room for the new run's files
     try:
@@ -195,7 +234,7 @@ def start(preset_name: str, values: dict, confirmed: bool = False) -> None:
         st.button(_("Watch it"), icon=":material/visibility:", on_click=watch, args=(error.run_id,))
         return
     except (ConfigError, RunError) as error:
-        st.error(_("Not started: {reason}").format(reason=error), icon=":material/error:")
+        st.error(_("Not started: {reason}").format(reason=engine_text(str(error))), icon=":material/error:")
         return
     record(run_id, "start")
     watch(run_id)
@@ -207,7 +246,7 @@ def confirm_long_run() -> None:
     config = preset(preset_name, **values)
     seconds = estimated_seconds(config, measured_rate(runs.list_runs(), config))
     st.warning(_("This run would take about **{time}** ({epochs} epochs), and while it trains nobody else on this server "
-                 "can start one. Start it anyway?").format(time=duration(seconds), epochs=f"{config.epochs:,}"),
+                 "can start one. Start it anyway?").format(time=duration(seconds), epochs=number(config.epochs)),
                icon=":material/schedule:")
     go, cancel = st.columns(2)
     if go.button(_("Start anyway"), key="confirm-start", icon=":material/play_arrow:", type="primary"):
@@ -232,8 +271,8 @@ def new_run_form() -> None:
         config, seconds = estimate(preset_name, values)
         if seconds is not None:
             st.caption(":material/schedule: " + _("About **{time}** on this machine ({images} images × {epochs} epochs).").format(
-                time=duration(seconds), images=f"{min(config.train_subset or 50_000, 50_000 - config.validation_size):,}",
-                epochs=f"{config.epochs:,}"))
+                time=duration(seconds), images=number(min(config.train_subset or 50_000, 50_000 - config.validation_size)),
+                epochs=number(config.epochs)))
         else:
             st.caption(":material/schedule: " + _("The time it takes shows here once the settings are valid."))
         clicked = st.button(_("Start training"), key="start", icon=":material/play_arrow:", type="primary")
@@ -243,10 +282,12 @@ def new_run_form() -> None:
         confirm_long_run()
     st.caption(_("Limits: at most {epochs} epochs; a run expected to take over {minutes} minutes asks first; the runs "
                  "folder is kept under {megabytes} MB by deleting the oldest ended runs (never the newest {keep}, a "
-                 "training run or the default model).").format(epochs=f"{MAX_EPOCHS:,}", minutes=CONFIRM_ABOVE_SECONDS // 60,
-                                                                megabytes=f"{runs_limit_bytes() // 2**20:,}", keep=KEEP_NEWEST_RUNS))
+                 "training run or the default model).").format(epochs=number(MAX_EPOCHS), minutes=CONFIRM_ABOVE_SECONDS // 60,
+                                                                megabytes=number(runs_limit_bytes() // 2**20), keep=KEEP_NEWEST_RUNS))
     with st.expander(_("Compare the presets")):
-        st.dataframe(pd.DataFrame({name: config.to_dict() for name, config in PRESETS.items()}).astype(str))
+        names = list(TrainConfig().to_dict())
+        st.dataframe(pd.DataFrame({preset_name: [setting_value(config.to_dict()[name]) for name in names]
+                                   for preset_name, config in PRESETS.items()}, index=[setting_label(name) for name in names]))
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -277,18 +318,19 @@ def progress_text(run: RunSnapshot) -> str:
         return _("Loading CIFAR-10…")
     if run.live:
         return _("Epoch {epoch} of {epochs} · step {step} of {steps} · {speed} images/s · about {left} left").format(
-            epoch=p.epoch, epochs=p.epochs, step=f"{p.step:,}", steps=f"{p.total_steps:,}",
-            speed=f"{p.images_per_second:,.0f}", left=duration(p.seconds_left))
+            epoch=p.epoch, epochs=p.epochs, step=number(p.step), steps=number(p.total_steps),
+            speed=number(p.images_per_second), left=duration(p.seconds_left))
     return _("{state} at step {step} of {steps} after {time} of training").format(
-        state=state_word(run.state).capitalize(), step=f"{p.step:,}", steps=f"{p.total_steps:,}", time=duration(p.train_seconds))
+        state=state_word(run.state).capitalize(), step=number(p.step), steps=number(p.total_steps), time=duration(p.train_seconds))
 
 
 def history_text(run: RunSnapshot) -> str | None:
     """Who started and stopped the run and when, in one line: "Started by teacher at 14:02:11 · stopped by …"."""
     words = {"start": _("started by {who} at {when}"), "stop": _("stopped by {who} at {when}"),
              "resume": _("resumed by {who} at {when}")}
-    parts = [words[a.action].format(who=a.who, when=local_time(a.when)) for a in read_actions(run.folder)]
-    return " · ".join(parts).capitalize() if parts else None
+    parts = [words[a.action].format(who=who_words(a.who), when=local_time(a.when)) for a in read_actions(run.folder)]
+    line = " · ".join(parts)
+    return line[:1].upper() + line[1:] if parts else None
 
 
 def presented(spec: dict) -> dict:
@@ -308,7 +350,7 @@ def draw_run(run: RunSnapshot, label: str) -> None:
         st.badge(state_word(run.state), color=STATE_COLORS.get(run.state, "gray"))
     if run.error:
         message = _("This run is damaged: {error}") if run.state == DAMAGED else _("This run failed: {error}")
-        st.error(message.format(error=run.error), icon=":material/error:")
+        st.error(message.format(error=engine_text(run.error)), icon=":material/error:")
     if run.stalled_for is not None:
         st.warning(_("No progress for {time}: the training process may be stalled or starved of CPU.").format(
             time=duration(run.stalled_for)), icon=":material/hourglass_disabled:")
@@ -316,7 +358,7 @@ def draw_run(run: RunSnapshot, label: str) -> None:
     metrics(run)
 
     losses, accuracies = st.columns(2, gap="large")
-    loss_spec, accuracy_spec = curves(run.id, curves_version(run), run)
+    loss_spec, accuracy_spec = curves(run.id, curves_version(run), language(), run)
     if run.steps:
         _charts.draw_vega_lite(losses, presented(loss_spec))
     else:
@@ -337,33 +379,33 @@ def draw_run(run: RunSnapshot, label: str) -> None:
                     record(run.id, "resume")
                     st.rerun()
                 except RunError as error:
-                    st.error(_("Cannot resume: {reason}").format(reason=error), icon=":material/error:")
+                    st.error(_("Cannot resume: {reason}").format(reason=engine_text(str(error))), icon=":material/error:")
     history = history_text(run)
     if history:
         st.caption(":material/history: " + history)
     if not presenting():
         with st.expander(_("Settings of this run")):
-            st.dataframe(pd.DataFrame({_("setting"): list(run.config), _("value"): [str(v) for v in run.config.values()]}),
-                         hide_index=True)
+            st.dataframe(pd.DataFrame({_("setting"): [setting_label(name) for name in run.config],
+                                       _("value"): [setting_value(v) for v in run.config.values()]}), hide_index=True)
 
 
 def metrics(run: RunSnapshot) -> None:
     """Four numbers, each as wide as its text, wrapping onto a second line on a narrow screen rather than cut short."""
     previous = run.epochs[-2].test_accuracy if len(run.epochs) > 1 else None
-    delta = _("{points} points").format(points=f"{(run.test_accuracy - previous) * 100:+.1f}") if previous is not None else None
+    delta = points(run.test_accuracy - previous) if previous is not None else None
     with st.container(horizontal=True, gap="large"):
         st.metric(_("Test accuracy"), percent(run.test_accuracy), delta=delta, width="content")
-        st.metric(_("Last loss"), f"{run.steps[-1].loss:.3f}" if run.steps else "–", width="content",
+        st.metric(_("Last loss"), number(run.steps[-1].loss, 3) if run.steps else "–", width="content",
                   help=_("The training loss at the last logged step"))
-        st.metric(_("Images/s"), f"{run.progress.images_per_second:,.0f}", width="content",
+        st.metric(_("Images/s"), number(run.progress.images_per_second), width="content",
                   help=_("Training images per second"))
         st.metric(_("Training time"), duration(run.progress.train_seconds), width="content")
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def curves(run_id: str, version: tuple, _run: RunSnapshot) -> tuple[dict | None, dict]:
-    """The run's loss and accuracy charts, built once per version for every session watching: a classroom watching
-    a live run would otherwise build them once a second each, and slow the training down."""
+def curves(run_id: str, version: tuple, language: str, _run: RunSnapshot) -> tuple[dict | None, dict]:
+    """The run's loss and accuracy charts, built once per version and language for every session watching: a
+    classroom watching a live run would otherwise build them once a second each, and slow the training down."""
     loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.steps_per_epoch or 1)) if _run.steps else None
     return loss, _charts.vega_lite(_charts.accuracy_curve(_run.epochs, _run.progress.epochs))
 
@@ -399,9 +441,10 @@ def live_view_html(run_id: str, step: int, epoch: int, dark: bool, language: str
     for image, label, probabilities in zip(_view.images, _view.labels, _view.probabilities, strict=True):
         said = int(probabilities.argmax())
         color = right if said == label else wrong
+        true_name, said_name = class_name(int(label), language), class_name(said, language)
         tiles.append(
-            f'<figure class="lv-tile"><img src="{png_uri(upscale(to_pil(image), 96))}" alt="{CLASSES[label]}">'
-            f'<figcaption>{CLASSES[label]}<br><b style="color:{color}">{CLASSES[said]} {float(probabilities[said]):.0%}'
+            f'<figure class="lv-tile"><img src="{png_uri(upscale(to_pil(image), 96))}" alt="{true_name}">'
+            f'<figcaption>{true_name}<br><b style="color:{color}">{said_name} {percent(float(probabilities[said]), 0, language)}'
             "</b></figcaption></figure>"
         )
     return f"""
@@ -428,7 +471,7 @@ def inside_now(run: RunSnapshot) -> None:
         return
     st.html(live_view_html(run.id, view.step, view.epoch, dark_theme(), language(), view))
     st.caption(_("At step {step} (epoch {epoch}). Each filter is stretched to its own range. Green: the network is right; "
-                 "red: wrong.").format(step=f"{view.step:,}", epoch=view.epoch))
+                 "red: wrong.").format(step=number(view.step), epoch=view.epoch))
 
 
 @st.fragment(run_every=1.0)
@@ -524,7 +567,7 @@ def delete_runs(all_runs: list[RunSnapshot], labels: dict[str, str]) -> None:
             try:
                 delete_run(runs.runs_dir, asked, protect=protected())
             except (RunBusy, OSError) as error:
-                st.error(_("Not deleted: {reason}").format(reason=error), icon=":material/error:")
+                st.error(_("Not deleted: {reason}").format(reason=engine_text(str(error))), icon=":material/error:")
                 return
             st.rerun()
         if no.button(_("Cancel"), key="delete-cancel"):
@@ -564,7 +607,8 @@ def compared_losses(compared: list[RunSnapshot], labels: dict[str, str], by_seco
     return _charts.large(alt.Chart(data, title=_("Training loss (smoothed)")).mark_line(strokeWidth=2.5).encode(
         x=alt.X("x:Q", title=x_title), y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title=_("cross-entropy loss")),
         color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
-        tooltip=["run:N", alt.Tooltip("x:Q", format=".2f", title=x_title), alt.Tooltip("loss:Q", format=".3f")]))
+        tooltip=[alt.Tooltip("run:N", title=_("run")), alt.Tooltip("x:Q", format=".2f", title=x_title),
+                 alt.Tooltip("loss:Q", format=".3f", title=_("loss"))]))
 
 
 def compared_accuracies(compared: list[RunSnapshot], labels: dict[str, str]) -> alt.Chart:
@@ -574,13 +618,15 @@ def compared_accuracies(compared: list[RunSnapshot], labels: dict[str, str]) -> 
         x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1), title=_("epoch")),
         y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), title=_("test accuracy")),
         color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
-        tooltip=["run:N", "epoch:Q", alt.Tooltip("accuracy:Q", format=".1%")]))
+        tooltip=[alt.Tooltip("run:N", title=_("run")), alt.Tooltip("epoch:Q", title=_("epoch")),
+                 alt.Tooltip("accuracy:Q", format=".1%", title=_("test accuracy"))]))
 
 
 def settings_table(compared: list[RunSnapshot], labels: dict[str, str]) -> None:
     """Each setting in a row, one column per run; the rows where the runs differ come first, in bold and shaded."""
     names = list(dict.fromkeys(name for run in compared for name in run.config))
-    table = pd.DataFrame({labels[run.id]: [str(run.config.get(name, "–")) for name in names] for run in compared}, index=names)
+    table = pd.DataFrame({labels[run.id]: [setting_value(run.config.get(name, "–")) for name in names] for run in compared},
+                         index=[setting_label(name) for name in names])
     differs = table.nunique(axis=1) > 1
     table = pd.concat([table[differs], table[~differs]])
     shade = "font-weight: bold; background-color: rgba(250, 200, 40, 0.25)"
