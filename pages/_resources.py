@@ -7,7 +7,6 @@ fresh one. Long work never runs in a script run: the dataset service and the reg
 pages poll them with fragments.
 """
 
-import copy
 import hashlib
 import importlib.util
 import json
@@ -25,13 +24,12 @@ from lenet.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, default_chec
 from lenet.data import CIFAR10, CLASSES, Split, default_data_dir
 from lenet.evaluate import Evaluation, evaluate
 from lenet.files import runs_dir
-from lenet.predict import ImageError, Prediction, classify, probabilities
+from lenet.predict import ImageError, ModelError, Prediction, classify, classify_pixels
 from lenet.runs import RunRegistry, RunSnapshot
 from lenet.service import ABSENT, ERROR, DatasetService
 from lenet.train import default_threads
 from pages._format import percent
 from pages._i18n import N_, _, class_name, engine_text
-from pages._images import to_pil
 from pages._router import link
 
 ANY = N_("any class")
@@ -347,9 +345,7 @@ def onnx_file(loaded: LoadedModel) -> bytes:
     time, as torch.onnx.export is not made to run twice at once."""
     with _onnx_lock:
         if loaded.identity not in _onnx_files:
-            # An inference graph: weights that need no gradient (a copy: the model is shared by every session).
-            frozen = copy.deepcopy(loaded.model).requires_grad_(False)
-            _onnx_files[loaded.identity] = export.onnx_bytes(frozen, loaded.meta)
+            _onnx_files[loaded.identity] = export.onnx_bytes(loaded.model, loaded.meta)  # exports a frozen copy
             while len(_onnx_files) > ONNX_FILES_KEPT:
                 _onnx_files.popitem(last=False)
         _onnx_files.move_to_end(loaded.identity)
@@ -357,9 +353,8 @@ def onnx_file(loaded: LoadedModel) -> bytes:
 
 
 def random_batch(split: Split, name: str, size: int, seed: int) -> Split:
-    """`size` images of the class called name (any class for ANY), drawn at random but the same for the same seed."""
-    pool = torch.arange(len(split)) if name == ANY else (split.labels == CLASSES.index(name)).nonzero().flatten()
-    return split.subset(pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size]])
+    """`size` images of the class called name (any class for ANY): the class box's choice, as Split.sample takes it."""
+    return split.sample(size, seed, label=None if name == ANY else CLASSES.index(name))
 
 
 def new_seed() -> int:
@@ -369,15 +364,20 @@ def new_seed() -> int:
 def classify_upload(loaded: LoadedModel, upload) -> Prediction | None:
     """The prediction for an uploaded or camera photo; None, after a one-line error, when it is not a usable image."""
     try:
-        return classify(loaded.model, loaded.normalization, upload, name=getattr(upload, "name", None))
+        # Decoded once per distinct file (keyed by its bytes' hash), not at every rerun; when two decodes already
+        # run, this one waits its turn and says so.
+        return classify(loaded.model, loaded.normalization, upload, name=getattr(upload, "name", None), cached=True,
+                        on_wait=lambda: st.info(_("Another photo is being decoded; yours is next…"), icon=":material/hourglass_top:"))
     except ImageError as error:
         st.error(engine_text(str(error)), icon=":material/broken_image:")
+        return None
+    except ModelError as error:
+        st.error(engine_text(str(error)), icon=":material/error:")
         return None
 
 
 def predict_tensor(loaded: LoadedModel, image: torch.Tensor) -> Prediction:
     """The prediction for one CIFAR-10 image (uint8 3 x 32 x 32), exactly as an upload's 32 x 32 input is classified."""
-    small = to_pil(image)
-    return Prediction(image=small, model_input=small, probabilities=probabilities(loaded.model, loaded.normalization, small).tolist())
+    return classify_pixels(loaded.model, loaded.normalization, image)
 
 

@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 from lenet import explain
 from lenet.checkpoint import CheckpointError
 from lenet.data import CLASSES
-from lenet.predict import ImageError, load_image, model_input
+from lenet.predict import ImageError, load_image_cached, model_input
 from lenet.runs import epoch_checkpoints
 from pages import _charts, _code
 from pages._code import pytorch_code, snippet
@@ -161,7 +161,7 @@ def choose_image() -> tuple[torch.Tensor, str] | None:
         if upload is None:
             return None
         try:
-            return explain.pixels(model_input(load_image(upload, getattr(upload, "name", None)))), _("your photo")
+            return explain.pixels(model_input(load_image_cached(upload, getattr(upload, "name", None)))), _("your photo")
         except ImageError as error:
             st.error(engine_text(str(error)), icon=":material/broken_image:")
             return None
