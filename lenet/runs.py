@@ -120,7 +120,11 @@ def write_json(path: Path, value) -> None:
 
 
 def read_json(path: Path, default=None):
+    """A JSON file's value, or default when it is missing, unreadable or not JSON. Only regular files are read:
+    a FIFO put where status.json goes would block the reader (a page, the CLI) for ever."""
     try:
+        if not path.is_file():
+            return default
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return default
@@ -611,8 +615,9 @@ class RunRegistry:
                     runs.append(active.copy())
                 else:
                     runs.append(self._read(folder, metrics))
-            except RunError:
-                continue
+            except RunError as error:  # its config.json is damaged: listed as damaged, with the reason
+                runs.append(RunSnapshot(folder.name, folder, DAMAGED, {}, "", Progress(epochs=0), error=str(error),
+                                        metrics_read=metrics))
         return runs
 
     def _read(self, folder: Path, metrics: bool = True) -> RunSnapshot:

@@ -7,11 +7,13 @@ fresh one. Long work never runs in a script run: the dataset service and the reg
 pages poll them with fragments.
 """
 
+import gc
 import hashlib
 import importlib.util
 import json
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from lenet.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, default_chec
 from lenet.data import CIFAR10, CLASSES, Split, default_data_dir
 from lenet.evaluate import Evaluation, evaluate
 from lenet.files import runs_dir
-from lenet.predict import ImageError, ModelError, Prediction, classify, classify_pixels
+from lenet.predict import ImageError, ModelError, Prediction, classify, classify_pixels, release_memory
 from lenet.runs import RunRegistry, RunSnapshot
 from lenet.service import ABSENT, ERROR, DatasetService
 from lenet.train import default_threads
@@ -44,10 +46,27 @@ STATE_DICT_ASSUMED = N_(
     "This is a plain `state_dict` without metadata, as the walkthrough saves it: its preprocessing was assumed "
     "(`ToTensor`, then `Normalize` with mean 0.5 and std 0.5), and CIFAR-10's class order."
 )
+MEMORY_SWEEP_SECONDS = 15  # see .streamlit/config.toml's runner section
 TRAINING_NICENESS = 10  # the training process yields the CPU to page rendering (os.nice)
 
 
 # -- the dataset -----------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def memory_sweeper() -> threading.Thread:
+    """One thread per server: a full garbage collection, then freed memory back to the system, every
+    MEMORY_SWEEP_SECONDS (a tenth of a second or so each time, instead of after every script run)."""
+
+    def sweep() -> None:
+        while True:
+            time.sleep(MEMORY_SWEEP_SECONDS)
+            gc.collect()
+            release_memory()
+
+    thread = threading.Thread(target=sweep, name="memory-sweeper", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(show_spinner=False)
@@ -59,6 +78,7 @@ def _dataset_service(data_dir: str) -> DatasetService:
 
 def dataset_service() -> DatasetService:
     """The server's dataset service for LENET_DATA (else ./data); it starts loading in the background at once."""
+    memory_sweeper()  # every page asks for the dataset service: the sweeper starts with the first of them
     return _dataset_service(str(default_data_dir()))
 
 
@@ -119,6 +139,7 @@ def _registry(runs_dir: str, data_dir: str) -> RunRegistry:
 
 def registry() -> RunRegistry:
     """The server's run registry for LENET_RUNS (else ./runs): at most one training, shared by every session."""
+    memory_sweeper()
     return _registry(str(runs_dir()), str(default_data_dir()))
 
 

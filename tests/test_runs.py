@@ -421,6 +421,9 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
         (runs_dir / name / "config.json").write_text(text)
     (runs_dir / "config-is-a-folder").mkdir()
     (runs_dir / "config-is-a-folder" / "config.json").mkdir()
+    (runs_dir / "20000101-000011-fifo-status").mkdir()
+    (runs_dir / "20000101-000011-fifo-status" / "config.json").write_text(config_text)
+    os.mkfifo(runs_dir / "20000101-000011-fifo-status" / "status.json")  # read, it would block for ever
     # Runs whose config is sound but whose status or metrics are not: listed as damaged, with the reason and no curve.
     damaged = {"20000101-000000-torn-status": ("{\"state\": \"runn", "{}"),
                "20000101-000001-odd-status": ("[\"running\"]", "\"steps\""),
@@ -455,9 +458,15 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
 
     light = {r.id: r for r in RunRegistry(runs_dir, lambda: None).list_runs()}
     runs = {r.id: r for r in RunRegistry(runs_dir, lambda: None).list_runs(metrics=True)}
-    assert set(runs) == set(light) == {real, *damaged}
+    light.pop("20000101-000011-fifo-status")
+    fifo = runs.pop("20000101-000011-fifo-status")  # listed at once, never blocking on the FIFO
+    # A folder whose config.json is junk is listed too, as damaged with the reason; folders without one are not runs.
+    assert set(runs) == set(light) == {real, *damaged, *junk_configs}
+    for name in junk_configs:
+        assert runs[name].state == DAMAGED and "config.json" in runs[name].error and runs[name].config == {}, name
     assert not light[real].metrics_read and light[real].steps == [] and light[real].progress == runs[real].progress
     assert runs[real].state == FINISHED and len(runs[real].epochs) == 1
+    assert fifo.state == INTERRUPTED  # no status that can be read: nothing to go on
     for name in damaged:
         assert runs[name].state == DAMAGED and runs[name].steps == [] and runs[name].epochs == [], name
         assert "damaged" in runs[name].error and "\n" not in runs[name].error, name
