@@ -594,7 +594,12 @@ class RunRegistry:
             active = self._active
         if active is not None and active.snapshot.id == run_id:
             return active.copy()
-        return self._read(self.runs_dir / run_id)
+        try:
+            return self._read(self.runs_dir / run_id)
+        except RunError as error:
+            if not (self.runs_dir / run_id / "config.json").exists():
+                raise  # not a run at all
+            return _damaged_config(self.runs_dir / run_id, error)
 
     def list_runs(self, metrics: bool = False) -> list[RunSnapshot]:
         """Every run in the folder, newest first; runs that were live in a process that died show as interrupted.
@@ -616,8 +621,7 @@ class RunRegistry:
                 else:
                     runs.append(self._read(folder, metrics))
             except RunError as error:  # its config.json is damaged: listed as damaged, with the reason
-                runs.append(RunSnapshot(folder.name, folder, DAMAGED, {}, "", Progress(epochs=0), error=str(error),
-                                        metrics_read=metrics))
+                runs.append(_damaged_config(folder, error))
         return runs
 
     def _read(self, folder: Path, metrics: bool = True) -> RunSnapshot:
@@ -629,6 +633,8 @@ class RunRegistry:
                                Progress(epochs=_whole(config["config"].get("epochs"))), metrics_read=metrics)
         status = read_json(folder / "status.json")
         try:
+            if status is None and (folder / "status.json").exists() and not (folder / "status.json").is_file():
+                raise EventError("status.json is not a regular file")  # a FIFO or a folder: never read, never trusted
             if status is not None:
                 _read_status(snapshot, status)
             if metrics:
@@ -690,6 +696,12 @@ def read_metrics(folder: Path) -> tuple[list[Step], list[Epoch]]:
             _PARSED.pop(next(iter(_PARSED)))
         _PARSED[path] = (key, steps, epochs)
     return list(steps), list(epochs)
+
+
+def _damaged_config(folder: Path, error: RunError) -> RunSnapshot:
+    """A run whose config.json cannot be read: shown, as damaged with the reason, and never resumed."""
+    return RunSnapshot(folder.name, folder, DAMAGED, {}, "", Progress(epochs=0),
+                       error=f"its files are damaged ({error}); the other runs are not affected")
 
 
 def measured_rate(runs: list[RunSnapshot], config: TrainConfig) -> float | None:

@@ -464,16 +464,18 @@ def test_list_runs_skips_junk_and_lists_damaged_runs_without_crashing(registry, 
     assert set(runs) == set(light) == {real, *damaged, *junk_configs}
     for name in junk_configs:
         assert runs[name].state == DAMAGED and "config.json" in runs[name].error and runs[name].config == {}, name
+        assert registry.snapshot(name).state == DAMAGED  # its own view says the same
     assert not light[real].metrics_read and light[real].steps == [] and light[real].progress == runs[real].progress
     assert runs[real].state == FINISHED and len(runs[real].epochs) == 1
-    assert fifo.state == INTERRUPTED  # no status that can be read: nothing to go on
+    assert fifo.state == DAMAGED and "not a regular file" in fifo.error
     for name in damaged:
         assert runs[name].state == DAMAGED and runs[name].steps == [] and runs[name].epochs == [], name
         assert "damaged" in runs[name].error and "\n" not in runs[name].error, name
         assert runs[name].progress.step == 0 and runs[name].test_accuracy is None and not runs[name].live, name
         with pytest.raises(RunError, match="damaged"):
             registry.resume(name)
-    for junk in ("empty-folder", "no-config", *junk_configs, "config-is-a-folder", "notes.txt", "../" + runs_dir.name):
+    for junk in ("empty-folder", "no-config", *junk_configs, "config-is-a-folder", "20000101-000011-fifo-status", "notes.txt",
+                 "../" + runs_dir.name):
         with pytest.raises(RunError):
             registry.resume(junk)
 
