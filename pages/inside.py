@@ -17,6 +17,7 @@ from lenet.runs import epoch_checkpoints
 from pages import _charts, _code
 from pages._code import pytorch_code, snippet
 from pages._format import number, percent
+from pages._glossary import words_on_this_page
 from pages._i18n import N_, _, bound, class_name, engine_text, translate
 from pages._images import font_for, labelled_grid, to_pil, upscale
 from pages._resources import ANY, LoadedModel, choose_model, dataset_service, loaded_model, new_seed, random_batch, require_data
@@ -230,6 +231,7 @@ def show_dense(stages: dict) -> None:
     st.header(_("3 · Fully connected layers and the answer"))
     st.markdown(_("pool2's 16 × 5 × 5 = 400 values are flattened into one list; fc1 and fc2 weigh all of them into "
                   "120, then 84 numbers (after ReLU), and fc3 into ten scores, the **logits**."))
+    words_on_this_page("logits")
     for name in ("fc1", "fc2"):
         values = stages[name]
         top = max(values.max().item(), 1e-6)

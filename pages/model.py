@@ -9,6 +9,7 @@ from pages import _charts, _code
 from pages._classroom import presenting
 from pages._code import pytorch_code
 from pages._format import number
+from pages._glossary import words_on_this_page
 from pages._i18n import _
 from pages._images import pixelated_style, stretched, upscale
 from pages._resources import as_plain_text, choose_model, say_what_was_assumed
@@ -52,6 +53,9 @@ with st.container(horizontal=True, gap="medium"):
                      "120 outputs."))
 
 walkthrough = PRESETS["walkthrough"]
+words_on_this_page("logits", "loss", "batch", "learning rate", "momentum")
+# The formulas are for the curious: the words above say the same for everyone else.
+curious = st.toggle(_("For the curious: the formulas"), key="formulas", value=False)
 with st.container(horizontal=True, gap="medium"):
     with st.container(width=round(470 * zoom)):
         st.subheader(_("The loss: cross-entropy over 10 classes"))
@@ -60,7 +64,8 @@ with st.container(horizontal=True, gap="medium"):
             "given to the true class $y$:"
         ))
         loss = _("loss")
-        st.latex(r"p_k = \frac{e^{z_k}}{\sum_{j=1}^{10} e^{z_j}} \qquad \text{" + loss + r"} = -\log p_y")
+        if curious:
+            st.latex(r"p_k = \frac{e^{z_k}}{\sum_{j=1}^{10} e^{z_j}} \qquad \text{" + loss + r"} = -\log p_y")
         st.markdown(_("A sure and right answer costs 0; guessing (every $p_k = 0.1$) costs $\\ln 10 \\approx 2.30$, "
                       "where training starts."))
     with st.container(width=round(470 * zoom)):
@@ -70,7 +75,8 @@ with st.container(horizontal=True, gap="medium"):
             "**learning rate $\\eta$ = {lr}** and **momentum $\\mu$ = {momentum}**, with batches of "
             "{batch_size} images; momentum keeps part of the previous step, which smooths the path:"
         ).format(lr=walkthrough.lr, momentum=walkthrough.momentum, batch_size=walkthrough.batch_size))
-        st.latex(r"v \leftarrow \mu\, v + g \qquad w \leftarrow w - \eta\, v")
+        if curious:
+            st.latex(r"v \leftarrow \mu\, v + g \qquad w \leftarrow w - \eta\, v")
         st.markdown(_("The Train page sets these, and offers faster recipes."))
 
 st.header(_("What the first layer learned"))

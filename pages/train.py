@@ -48,6 +48,7 @@ from pages._classroom import (
 )
 from pages._code import pytorch_code
 from pages._format import duration, local_time, number, percent, points
+from pages._glossary import words_on_this_page
 from pages._i18n import DEFAULT, N_, _, bound, class_name, engine_text, language, translate
 from pages._images import stretched, to_pil, upscale
 from pages._resources import dataset_service, registry, run_labels
@@ -644,6 +645,7 @@ st.markdown(_(
     "weights to be a little less wrong. One pass over the training images is an **epoch**; after each, the network is "
     "tested on the 10,000 test images it never trains on."
 ))
+words_on_this_page("batch", "epoch", "loss", "learning rate", "momentum")
 mode_note()
 
 show_form = controls() and not presenting()
