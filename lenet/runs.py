@@ -251,11 +251,11 @@ class _TrainingProcess:
     """A spawned training process and its two pipes. Started ahead of need (warm), it has imported torch and read the
     data by the time Start is pressed: the first loss comes within a second instead of after three."""
 
-    def __init__(self, data_source, threads: int, nice: int, stop=None):
+    def __init__(self, data_source, threads: int, nice: int, stop=None, name: str = "train-process"):
         self.stop = stop if stop is not None else _PROCESSES.Event()  # set by the server, read by the training process
         jobs_child, self.jobs = _PROCESSES.Pipe(duplex=False)
         self.events, events_child = _PROCESSES.Pipe(duplex=False)
-        self.process = _PROCESSES.Process(target=_training_process, name="train-process", daemon=True,
+        self.process = _PROCESSES.Process(target=_training_process, name=name, daemon=True,
                                           args=(data_source, threads, nice, jobs_child, events_child, self.stop, os.getpid()))
         self.process.start()
         # Only the child's copies stay open: reading ends (EOFError) when the child does, and so does its waiting.
@@ -417,8 +417,8 @@ class RunRegistry:
             except Exception:  # noqa: BLE001 - no data, no warm process: a Start says why
                 return
             with self._lock:
-                if self._warm is None:
-                    self._warm = _TrainingProcess(self.data_dir, self.threads, self.nice)
+                if self._warm is None:  # named apart: it waits, and trains nothing until a Start gives it a run
+                    self._warm = _TrainingProcess(self.data_dir, self.threads, self.nice, name="warm-training-process")
 
         threading.Thread(target=make, name="warm-trainer", daemon=True).start()
 

@@ -78,7 +78,8 @@ def test_a_training_run_updates_live_and_stops(page, server):
         "first => document.querySelector('[data-testid=\"stProgress\"]').innerText !== first", arg=first, timeout=15_000
     )  # no click: the fragment redraws it
     assert progress.inner_text() != first
-    page.get_by_text(re.compile(r"Epoch [34] of 8")).wait_for(timeout=30_000)  # a few epochs: a checkpoint worth evaluating
+    # A few epochs: a checkpoint worth evaluating (the training process yields the CPU to the server and the browser).
+    page.get_by_text(re.compile(r"Epoch [34] of 8")).wait_for(timeout=180_000)
     screenshot(page, "train-live")
 
     page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()  # not the status widget's Stop

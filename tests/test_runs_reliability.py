@@ -31,7 +31,7 @@ def wait_until(predicate, timeout=60.0, what="the condition"):
 
 
 def training_processes() -> list:
-    return [p for p in multiprocessing.active_children() if p.name.startswith("train-")]
+    return [p for p in multiprocessing.active_children() if p.name.endswith("training-process") or p.name.startswith("train-")]
 
 
 def test_a_failed_write_ends_the_run_as_failed_and_the_next_start_works(tmp_path, small):
