@@ -39,12 +39,13 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     out = tmp_path / "bench.json"
     status = bench.main([
         "--data", str(tiny_image_folder), "--json", str(out),
-        "--walkthrough-images", "40", "--throughput-steps", "2", "--latency-runs", "10",
+        "--walkthrough-images", "40", "--throughput-steps", "2", "--engine-repeats", "2", "--latency-runs", "10",
     ])
     assert status == 0
     printed = capsys.readouterr().out
-    for words in ("speed-up at the same batch size", "seconds to 55% test accuracy", "batch 128", "batch 512",
-                  "cold load", "warm load", "single image, median", "peak resident memory"):
+    for words in ("speed-up at the same batch size", "seconds to 55% test accuracy", "test accuracy after 40,000 training images",
+                  "trainer against the plain loop", "trainer against the bound", "batch 128", "batch 512",
+                  "cold load", "warm load", "single image, median", "peak resident memory", "peak after the engine section"):
         assert words in printed
 
     results = json.loads(out.read_text())
@@ -61,15 +62,27 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     assert [e["epoch"] for e in q["epochs"]] == list(range(1, preset("quick").epochs + 1))
     assert q["seconds_to_target"] is None or q["seconds_to_target"] > 0  # random pixels rarely reach 55%
 
+    f = results["frugal"]
+    assert [p["images"] for p in f["points"]] == [100] and 0 <= f["test_accuracy"] <= 1  # one pass over the 100 images
+
+    e = results["engine"]
+    assert e["batch_size"] == 100 and e["repeats"] == 2 and all(len(rates) == 2 for rates in e["all"].values())
+    assert e["trainer_vs_plain"] == e["trainer_images_per_second"] / e["plain_images_per_second"]
+    assert e["bound_images_per_second"] == e["gemm_flops_per_second"] / e["training_flops_per_image"]
+    assert e["trainer_vs_bound"] == e["trainer_images_per_second"] / e["bound_images_per_second"]
+
     assert set(results["throughput"]) == {"batch_128", "batch_128_augmented", "batch_512", "batch_512_augmented"}
     assert all(rate > 0 for rate in results["throughput"].values())
     assert results["data"]["images"] == 130
     assert results["data"]["cold_seconds"] > 0 and results["data"]["warm_seconds"] > 0
     assert 0 < results["latency"]["median_ms"] <= results["latency"]["p90_ms"]
-    assert results["memory"]["peak_rss_mb"] > 0
+    memory = results["memory"]
+    assert 0 < memory["at_start_mb"] <= memory["peak_rss_mb"]
+    assert list(memory["peak_after_mb"]) == ["data", "walkthrough", "quick", "frugal", "engine", "throughput", "latency"]
+    assert max(memory["peak_after_mb"].values()) == memory["peak_rss_mb"]
 
     rows = results["table"]
-    assert {r["section"] for r in rows} == {"walkthrough", "quick", "throughput", "data", "latency", "memory"}
+    assert {r["section"] for r in rows} == {"walkthrough", "quick", "frugal", "engine", "throughput", "data", "latency", "memory"}
     for r in rows:
         assert set(r) == {"section", "measure", "value", "unit", "target", "ok"}
         assert r["value"] is None or r["value"] >= 0
@@ -84,6 +97,28 @@ def test_sections_can_be_chosen(tiny_image_folder, capsys):
     assert bench.main(["--data", str(tiny_image_folder), "--only", "nonsense"]) == 2
     assert "unknown sections nonsense" in capsys.readouterr().err
     assert bench.main(["--data", str(tiny_image_folder / "nowhere"), "--only", "latency"]) == 2
+
+
+def test_check_fails_the_run_when_a_target_is_missed(monkeypatch, capsys):
+    """--check turns any row whose target is missed into exit status 1; without it the table is only printed."""
+    def fake(args, log=None):
+        results = {"memory": {"peak_rss_mb": 1500.0, "at_start_mb": 500.0, "peak_after_mb": {}},
+                   "engine": {"batch_size": 128, "repeats": 3, "threads": 2, "plain_images_per_second": 10_000.0,
+                              "trainer_images_per_second": 16_000.0, "trainer_vs_plain": 1.6, "gemm_flops_per_second": 2e11,
+                              "training_flops_per_image": 3.2e6, "bound_images_per_second": 62_500.0, "trainer_vs_bound": 0.256}}
+        return {**results, "table": bench.make_table(results, args)}
+
+    monkeypatch.setattr(bench, "run_benchmarks", fake)
+    assert bench.main(["--only", "engine"]) == 0
+    assert bench.main(["--only", "engine", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "missed targets: trainer against the bound; peak resident memory" in err  # 1.6x against the plain loop passes
+
+
+def test_the_flops_of_a_training_image_are_counted_forward_and_backward():
+    # Multiply-adds, 2 FLOPs each. Forward: conv1 6*28*28*75, conv2 16*10*10*150, fc 400*120 + 120*84 + 84*10: 651,720.
+    # Backward: twice that, less conv1's gradient for its input, which the images do not need: 950,640.
+    assert bench.training_flops_per_image() == 2 * (3 * 651_720 - 6 * 28 * 28 * 75) == 3_204_720
 
 
 def test_registers_as_a_subcommand():

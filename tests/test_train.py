@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lenet.events import End, Epoch, Step
+from lenet.model import LeNet5, max_pool_2x2
 from lenet.train import ConfigError, TrainConfig, TrainingDiverged, augment, preset, train
 
 
@@ -130,6 +131,83 @@ def test_presets_are_valid_and_keep_the_walkthrough_recipe():
     walkthrough = preset("walkthrough")
     assert (walkthrough.batch_size, walkthrough.lr, walkthrough.momentum, walkthrough.epochs) == (4, 0.001, 0.9, 2)
     assert walkthrough.optimizer == "sgd" and not walkthrough.augment and walkthrough.normalization == "walkthrough"
-    for name in ("walkthrough", "quick", "best"):
+    for name in ("walkthrough", "quick", "frugal", "best"):
         preset(name).validate()
     assert preset("quick", epochs=1).epochs == 1 and preset("quick").epochs != 1  # overrides apply, presets stay
+
+
+def _walkthrough_augment(images, generator, pad):
+    """The first batched augmentation, four broadcast index tensors: the reference for the same draws, the same images."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = dy[:, None] + torch.arange(h)
+    cols = torch.where(flip[:, None], (dx[:, None] + torch.arange(w)).flip(1), dx[:, None] + torch.arange(w))
+    batch, channel = torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2, 4, 8])
+def test_augmentation_picks_the_same_windows_as_the_first_version(pad):
+    """Same seed, same crops and flips: runs keep their numbers, and a resumed run its exact continuation."""
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(pad))
+    for seed in range(3):
+        expected = _walkthrough_augment(images, torch.Generator().manual_seed(seed), pad)
+        assert torch.equal(augment(images, torch.Generator().manual_seed(seed), pad), expected)
+
+
+def test_the_fast_pooling_gives_max_pool2ds_numbers_forward_and_backward_ties_included():
+    torch.manual_seed(0)
+    for shape in [(4, 6, 28, 28), (3, 16, 10, 10)]:
+        x = torch.randn(shape)
+        x[:, :, :4, :4] = 0.5  # whole windows tied
+        x[:, :, 6, :] = -1.0  # half windows tied
+        x[0, 0, 8:10, 8:10] = torch.tensor([[1.0, 5.0], [5.0, 0.0]])  # the first maximum in reading order is top right
+        ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+        pooled = max_pool_2x2(ours)
+        expected = torch.nn.functional.max_pool2d(theirs, 2, 2)
+        upstream = torch.randn_like(expected)
+        pooled.backward(upstream)
+        expected.backward(upstream)
+        assert torch.equal(pooled, expected) and torch.equal(ours.grad, theirs.grad)
+        with torch.inference_mode():
+            assert torch.equal(max_pool_2x2(x), expected)
+
+
+def test_lenet5_computes_the_walkthroughs_function_with_the_same_gradients():
+    """ReLU after pooling, with the fast pooling: the walkthrough's Net's loss and gradients, to the bit."""
+    from lenet.bench import WalkthroughNet
+
+    torch.manual_seed(0)
+    ours = LeNet5()
+    theirs = WalkthroughNet()
+    theirs.load_state_dict(ours.state_dict())
+    images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    images[:, :, :8, :8] = 0.0  # flat regions: ties in the pooling windows
+    losses = [torch.nn.functional.cross_entropy(net(images), labels) for net in (ours, theirs)]
+    for loss in losses:
+        loss.backward()
+    assert torch.equal(losses[0], losses[1])
+    for (name, mine), (_, reference) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
+        assert torch.equal(mine.grad, reference.grad), name
+
+
+def test_test_every_measures_accuracy_between_epochs_and_leaves_the_epochs_alone(cifar):
+    config = preset("quick", train_subset=1_000, batch_size=100, epochs=2, test_every=300, log_every=5)
+    result = train(config, cifar)
+    assert [p.images for p in result.test_points] == [300, 600, 900, 1000, 1200, 1500, 1800, 2000]
+    assert [p.step for p in result.test_points] == [3, 6, 9, 10, 12, 15, 18, 20]
+    epochs = [e for e in result.history if isinstance(e, Epoch)]
+    assert [(e.step, e.test_accuracy) for e in epochs] == [(p.step, p.test_accuracy) for p in result.test_points if p.images % 1000 == 0]
+    assert all(0 <= p.test_accuracy <= 1 and p.validation_accuracy is None for p in result.test_points)
+    # Testing changes no training number.
+    plain = train(preset("quick", train_subset=1_000, batch_size=100, epochs=2, log_every=5), cifar)
+    assert losses(plain) == losses(result) and [p.images for p in plain.test_points] == [1000, 2000]
+
+
+def test_the_frugal_preset_trains_one_pass_over_40000_images_and_tests_every_10000():
+    config = preset("frugal")
+    assert config.validate() is config
+    assert config.epochs * config.train_subset == 40_000 and config.test_every == 10_000
