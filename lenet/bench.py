@@ -2,8 +2,8 @@
 
     python -m lenet bench [--data DIR] [--json PATH] [options]
 
-Everything runs in one process, one section after another, on the same data, except the plain walkthrough loop
-and the cold load, which each run in a fresh Python (see run_in_child):
+Everything runs in one process, one section after another, on the same data, except the plain walkthrough loop,
+the cold load and the FLOP count, which each run in a fresh Python (see run_in_child):
 
   walkthrough  The PyTorch CIFAR-10 walkthrough's loop, written plainly (torchvision ImageFolder or
                datasets.CIFAR10 with per-image ToTensor + Normalize((0.5,)*3, (0.5,)*3), a DataLoader with
@@ -20,7 +20,7 @@ and the cold load, which each run in a fresh Python (see run_in_child):
                (a number that does not depend on the machine).
   engine       The trainer against the plainest fast loop, in alternating repetitions (medians): the same
                LeNet-5 typed plainly, batch 128, SGD, the images as one normalized float tensor, X[idx]
-               batches; the trainer runs the `best` recipe with its augmentation. Also the matrix-product
+               batches; the trainer runs the `best` recipe with its augmentation (and without). Also the matrix-product
                bound: the rate of a 2048 x 2048 float32 matmul on the same threads, divided by the FLOPs of
                one training image (forward and backward, torch.utils.flop_counter), against the trainer's rate.
   throughput   Training images per second of the `best` recipe (with and without augmentation) at batch
@@ -93,7 +93,7 @@ TARGETS = {"speedup": 3.0, "quick_seconds": 15.0, "frugal_accuracy": 0.55, "engi
            "throughput": 8000.0, "latency_ms": 10.0, "peak_memory_mb": 1000.0}
 FRUGAL_IMAGES = 40_000  # the frugal preset's promise: TARGETS["frugal_accuracy"] after at most this many training images
 ENGINE_BATCH = 128
-PLAIN_IMAGES = 2048  # the plain loop's float tensor: its batches are drawn from these (25 MB)
+PLAIN_IMAGES = 1024  # the plain loop's float tensor: its batches are drawn from these (12.5 MB)
 GEMM_SIZE = 2048
 
 
@@ -174,7 +174,8 @@ def run_benchmarks(args: argparse.Namespace, log=lambda message: None) -> dict:
         started = time.perf_counter()
         results[name] = fn()
         section_seconds[name] = time.perf_counter() - started
-        memory["peak_after_mb"][name] = peak_memory_mb()
+        # Linux syncs its per-thread memory counters lazily: a later reading of the peak can be a few kB lower.
+        memory["peak_after_mb"][name] = max(peak_memory_mb(), *memory["peak_after_mb"].values(), memory["at_start_mb"])
 
     if "data" in sections:
         timed("data", lambda: bench_data_load(data_dir, cold=not args.skip_cold))
@@ -196,7 +197,7 @@ def run_benchmarks(args: argparse.Namespace, log=lambda message: None) -> dict:
         timed("throughput", lambda: bench_throughput(data, steps=args.throughput_steps))
     if "latency" in sections:
         timed("latency", lambda: bench_latency(runs=args.latency_runs))
-    results["memory"] = {"peak_rss_mb": peak_memory_mb(), **memory}
+    results["memory"] = {"peak_rss_mb": max(peak_memory_mb(), *memory["peak_after_mb"].values(), memory["at_start_mb"]), **memory}
     results["machine"]["load_average_after"] = _load_average()
     busy = results["machine"]["load_average_before"] or 0  # the bench's own work is in the later reading
     if busy > 0.5 + (os.cpu_count() or 1) / 2:
@@ -374,13 +375,12 @@ def plain_in_memory_loop(images: torch.Tensor, labels: torch.Tensor, batch_size:
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def gemm_flops_per_second(size: int = GEMM_SIZE, runs: int = 3) -> float:
-    """The best of a few size x size float32 matrix products on torch's threads: what the CPU does at its best."""
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(size, size, generator=generator), torch.randn(size, size, generator=generator)
-    a @ b  # warm-up: the library picks its kernels
-    best = min(_seconds(lambda: a @ b) for _ in range(runs))
-    return 2 * size**3 / best
+def gemm_flops_per_second(a: torch.Tensor, product: torch.Tensor, runs: int = 3) -> float:
+    """The best of a few float32 products a @ a (square, written into `product`) on torch's threads: what the CPU does
+    at its best. Two 16 MB matrices, made once for all repetitions: less memory than a fresh a, b and a @ b each time."""
+    torch.matmul(a, a, out=product)  # warm-up: the library picks its kernels
+    best = min(_seconds(lambda: torch.matmul(a, a, out=product)) for _ in range(runs))
+    return 2 * a.shape[0] ** 3 / best
 
 
 def _seconds(fn) -> float:
@@ -403,8 +403,8 @@ def training_flops_per_image(batch_size: int = ENGINE_BATCH) -> float:
 def bench_engine(data: CIFAR10, steps: int, repeats: int, batch_size: int = ENGINE_BATCH) -> dict:
     """The trainer (best recipe, augmented) against the plain in-memory loop and the matrix-product bound.
 
-    The three are measured in turn, `repeats` times, and each reported as its median: other processes slow them
-    alike, rather than whichever ran during a busy moment.
+    The plain loop, the trainer with and without augmentation and the matrix product are measured in turn, `repeats`
+    times, and each reported as its median: other processes then slow them alike, not whichever ran in a busy moment.
     """
     batch_size = min(batch_size, len(data.train))
     picked = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:PLAIN_IMAGES]
@@ -413,22 +413,27 @@ def bench_engine(data: CIFAR10, steps: int, repeats: int, batch_size: int = ENGI
     engine_data = CIFAR10(train=data.train, test=tiny_test, source=data.source)
     config = preset("best", epochs=1, batch_size=batch_size, warmup=0.0)
 
-    def engine() -> float:
-        return steps * batch_size / _train_steps(config, engine_data, steps)
+    def engine(augment: bool = True) -> float:
+        return steps * batch_size / _train_steps(preset("best", **{**config.to_dict(), "augment": augment}), engine_data, steps)
 
-    rates: dict[str, list[float]] = {"plain": [], "engine": [], "gemm": []}
+    generator = torch.Generator().manual_seed(0)
+    matrices = torch.randn(GEMM_SIZE, GEMM_SIZE, generator=generator), torch.empty(GEMM_SIZE, GEMM_SIZE)
+    rates: dict[str, list[float]] = {"plain": [], "engine": [], "engine_no_augmentation": [], "gemm": []}
     plain_in_memory_loop(plain_images, plain_labels, batch_size, 3)  # warm-ups
     engine()
     for _ in range(repeats):
+        return_freed_memory()
         rates["plain"].append(plain_in_memory_loop(plain_images, plain_labels, batch_size, steps))
         rates["engine"].append(engine())
-        rates["gemm"].append(gemm_flops_per_second())
-    plain, trainer, gemm = (statistics.median(rates[k]) for k in ("plain", "engine", "gemm"))
-    flops = training_flops_per_image(batch_size)
+        rates["engine_no_augmentation"].append(engine(augment=False))
+        rates["gemm"].append(gemm_flops_per_second(*matrices))
+    plain, trainer, bare, gemm = (statistics.median(rates[k]) for k in ("plain", "engine", "engine_no_augmentation", "gemm"))
+    flops = run_in_child(FLOP_COUNT, batch_size)["flops_per_image"]
     bound = gemm / flops
     return {
         "batch_size": batch_size, "images_per_measurement": steps * batch_size, "repeats": repeats, "threads": torch.get_num_threads(),
         "plain_images_per_second": plain, "trainer_images_per_second": trainer, "trainer_vs_plain": trainer / plain,
+        "trainer_no_augmentation_images_per_second": bare, "trainer_no_augmentation_vs_plain": bare / plain,
         "gemm_flops_per_second": gemm, "training_flops_per_image": flops, "bound_images_per_second": bound,
         "trainer_vs_bound": trainer / bound, "all": rates,
     }
@@ -464,9 +469,9 @@ def bench_throughput(data: CIFAR10, steps: int, batch_sizes=(128, 512)) -> dict:
 def run_in_child(code: str, *args) -> dict:
     """Python code in a fresh interpreter (this package importable, this environment): the JSON its last line prints.
 
-    Two sections run there: the cold load, so nothing of it is warm, and the walkthrough's plain loop, as a student
-    would run it. Their libraries and buffers (torchvision: 150 MB; the decoder holds every image twice while it
-    stacks them) are then not in this process's peak memory; each reports its own.
+    Three things run there: the cold load, so nothing of it is warm; the walkthrough's plain loop, as a student
+    would run it; and the FLOP count. Their libraries and buffers (torchvision: 150 MB; the decoder holds every image
+    twice while it stacks them) are then not in this process's peak memory; the first two report their own.
     """
     package_parent = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
@@ -486,6 +491,13 @@ seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "images": len(data.train) + len(data.test), "peak_rss_mb": peak_memory_mb()}))
 """
 
+# Counted in a fresh Python too: the counter imports torch's tracing machinery (36 MB more at this process's peak).
+FLOP_COUNT = """
+import json, sys
+from lenet.bench import training_flops_per_image
+print(json.dumps({"flops_per_image": training_flops_per_image(int(sys.argv[1]))}))
+"""
+
 PLAIN_LOOP = """
 import json, sys, torch
 from pathlib import Path
@@ -499,38 +511,43 @@ print(json.dumps({"seen": seen, "seconds": seconds, "peak_rss_mb": peak_memory_m
 
 
 def bench_data_load(data_dir: Path, cold: bool = True) -> dict:
-    """Load both splits with an empty temporary tensor cache (cold, in a fresh process), then again from it (warm)."""
+    """Load both splits cold (in a fresh Python, into an empty temporary tensor cache), then warm from that cache.
+
+    Without cold, only the warm load, from the usual cache (decoded there first if it is not yet).
+    """
+    if not cold:
+        return warm_load(data_dir)
     saved = os.environ.get("LENET_CACHE")
-    out: dict = {}
     with tempfile.TemporaryDirectory(prefix="lenet-bench-cache-") as cache:
         os.environ["LENET_CACHE"] = cache
         try:
-            if cold:
-                child = run_in_child(COLD_LOAD, data_dir)
-                out["cold_seconds"], out["images"], out["cold_peak_rss_mb"] = child["seconds"], child["images"], child["peak_rss_mb"]
-            else:
-                load_cifar10(data_dir)  # fills the temporary cache untimed
-            started = time.perf_counter()
-            data = load_cifar10(data_dir)
-            out["warm_seconds"] = time.perf_counter() - started
-            # The cache is memory-mapped: reading every byte once is part of what a trainer waits for.
-            started = time.perf_counter()
-            checksum = _pixel_sum(data.train.images) + _pixel_sum(data.test.images)
-            out["warm_read_seconds"] = time.perf_counter() - started
-            out["pixel_sum"] = checksum
-            out["images"] = len(data.train) + len(data.test)
-            del data
+            child = run_in_child(COLD_LOAD, data_dir)
+            return {"cold_seconds": child["seconds"], "cold_peak_rss_mb": child["peak_rss_mb"], **warm_load(data_dir)}
         finally:
             if saved is None:
                 os.environ.pop("LENET_CACHE", None)
             else:
                 os.environ["LENET_CACHE"] = saved
+
+
+def warm_load(data_dir: Path) -> dict:
+    """Seconds to load both splits from the tensor cache, and to read every byte of them once (it is memory-mapped:
+    that first read is part of what a trainer waits for)."""
+    started = time.perf_counter()
+    data = load_cifar10(data_dir)
+    out = {"warm_seconds": time.perf_counter() - started}
+    started = time.perf_counter()
+    out["pixel_sum"] = _pixel_sum(data.train.images) + _pixel_sum(data.test.images)
+    out["warm_read_seconds"] = time.perf_counter() - started
+    out["images"] = len(data.train) + len(data.test)
     return out
 
 
-def _pixel_sum(images: torch.Tensor, chunk: int = 1024) -> int:
-    """The sum of every pixel, a chunk at a time: uint8's sum widens to int64 first, 1.2 GB for the training split at once."""
-    return sum(int(images[i : i + chunk].sum()) for i in range(0, len(images), chunk))
+def _pixel_sum(images: torch.Tensor) -> int:
+    """The sum of every pixel, through a histogram of the 256 byte values: uint8's own sum widens every byte to
+    int64 first (1.2 GB for the training split at once, and heap growth of 100 to 150 MB when taken in chunks)."""
+    counts = torch.bincount(images.reshape(-1), minlength=256)
+    return int((counts * torch.arange(256)).sum())
 
 
 def bench_latency(runs: int, warmup: int = 20) -> dict:
@@ -621,6 +638,8 @@ def make_table(results: dict, args: argparse.Namespace) -> list[dict]:
         row("engine", f"trainer, best recipe augmented, {how}", e["trainer_images_per_second"], "img/s")
         row("engine", "trainer against the plain loop", e["trainer_vs_plain"], "x", f">= {TARGETS['engine_vs_plain']:g}x",
             e["trainer_vs_plain"] >= TARGETS["engine_vs_plain"])
+        row("engine", f"trainer, best recipe without augmentation, {how}", e["trainer_no_augmentation_images_per_second"], "img/s")
+        row("engine", "the same against the plain loop", e["trainer_no_augmentation_vs_plain"], "x")
         gemm = f"matrix product {GEMM_SIZE}x{GEMM_SIZE} float32, {e['threads']} threads"
         row("engine", gemm, e["gemm_flops_per_second"] / 1e9, "GFLOP/s")
         row("engine", "FLOPs per training image (forward + backward)", e["training_flops_per_image"] / 1e6, "MFLOP")

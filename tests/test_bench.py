@@ -68,6 +68,7 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     e = results["engine"]
     assert e["batch_size"] == 100 and e["repeats"] == 2 and all(len(rates) == 2 for rates in e["all"].values())
     assert e["trainer_vs_plain"] == e["trainer_images_per_second"] / e["plain_images_per_second"]
+    assert e["trainer_no_augmentation_vs_plain"] == e["trainer_no_augmentation_images_per_second"] / e["plain_images_per_second"]
     assert e["bound_images_per_second"] == e["gemm_flops_per_second"] / e["training_flops_per_image"]
     assert e["trainer_vs_bound"] == e["trainer_images_per_second"] / e["bound_images_per_second"]
 
@@ -105,6 +106,7 @@ def test_check_fails_the_run_when_a_target_is_missed(monkeypatch, capsys):
         results = {"memory": {"peak_rss_mb": 1500.0, "at_start_mb": 500.0, "peak_after_mb": {}},
                    "engine": {"batch_size": 128, "repeats": 3, "threads": 2, "plain_images_per_second": 10_000.0,
                               "trainer_images_per_second": 16_000.0, "trainer_vs_plain": 1.6, "gemm_flops_per_second": 2e11,
+                              "trainer_no_augmentation_images_per_second": 17_000.0, "trainer_no_augmentation_vs_plain": 1.7,
                               "training_flops_per_image": 3.2e6, "bound_images_per_second": 62_500.0, "trainer_vs_bound": 0.256}}
         return {**results, "table": bench.make_table(results, args)}
 

@@ -1,12 +1,13 @@
 """The trainer on small real subsets of CIFAR-10: it learns, stops, repeats itself and refuses nonsense."""
 
+import math
 import threading
 
 import pytest
 import torch
 
 from lenet.events import End, Epoch, Step
-from lenet.model import LeNet5, max_pool_2x2
+from lenet.model import FAST_POOL_MIN_NUMBERS, LeNet5, max_pool_2x2
 from lenet.train import ConfigError, TrainConfig, TrainingDiverged, augment, preset, train
 
 
@@ -160,7 +161,8 @@ def test_augmentation_picks_the_same_windows_as_the_first_version(pad):
 
 def test_the_fast_pooling_gives_max_pool2ds_numbers_forward_and_backward_ties_included():
     torch.manual_seed(0)
-    for shape in [(4, 6, 28, 28), (3, 16, 10, 10)]:
+    for shape in [(16, 6, 28, 28), (48, 16, 10, 10)]:  # conv1's and conv2's outputs, large enough for the fast path
+        assert math.prod(shape) >= FAST_POOL_MIN_NUMBERS
         x = torch.randn(shape)
         x[:, :, :4, :4] = 0.5  # whole windows tied
         x[:, :, 6, :] = -1.0  # half windows tied
@@ -184,7 +186,7 @@ def test_lenet5_computes_the_walkthroughs_function_with_the_same_gradients():
     ours = LeNet5()
     theirs = WalkthroughNet()
     theirs.load_state_dict(ours.state_dict())
-    images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    images, labels = torch.randn(48, 3, 32, 32), torch.randint(0, 10, (48,))  # both poolings on the fast path
     images[:, :, :8, :8] = 0.0  # flat regions: ties in the pooling windows
     losses = [torch.nn.functional.cross_entropy(net(images), labels) for net in (ours, theirs)]
     for loss in losses:
