@@ -86,8 +86,9 @@ FAST_POOL_MIN_NUMBERS = 65_536
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     """F.max_pool2d(x, 2, 2) for N x C x H x W, the same numbers forward and backward; faster on CPU for large inputs."""
-    if (x.device.type != "cpu" or x.dim() != 4 or x.numel() < FAST_POOL_MIN_NUMBERS or x.shape[-1] % 2 or x.shape[-2] % 2
-            or x.shape[-1] > 254):  # _MaxPool2x2 keeps offsets in bytes
+    # torch.export (ONNX) traces with a symbolic batch size: a branch on it cannot be exported, so tracing takes the plain op.
+    if (torch.compiler.is_compiling() or x.device.type != "cpu" or x.dim() != 4 or x.numel() < FAST_POOL_MIN_NUMBERS
+            or x.shape[-1] % 2 or x.shape[-2] % 2 or x.shape[-1] > 254):  # _MaxPool2x2 keeps offsets in bytes
         return F.max_pool2d(x, 2, 2)
     return _MaxPool2x2.apply(x)
 

@@ -36,6 +36,12 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def N_(text: str) -> str:
+    """Marks an option's label and help for the app's translation catalogs (pybabel reads this file); the engine
+    itself, and the command line, stay English."""
+    return text
+
+
 def option(default, label: str, help: str, *, low=None, high=None, choices=(), low_open=False, flag=None, advanced=False):
     """A TrainConfig field with everything the CLI, the Train page and validation need to know about it, said once.
 
@@ -56,48 +62,50 @@ class TrainConfig:
     """One training recipe: every option with its help and range (see option()), the walkthrough's values by default."""
 
     preset: str = "walkthrough"  # the recipe this one started from; not an option of its own
-    epochs: int = option(2, "Epochs", "How many times the network sees every training image.", low=1, high=MAX_EPOCHS)
-    batch_size: int = option(4, "Batch size", "How many images the network looks at before each nudge of its weights.",
+    epochs: int = option(2, N_("Epochs"), N_("How many times the network sees every training image."), low=1, high=MAX_EPOCHS)
+    batch_size: int = option(4, N_("Batch size"), N_("How many images the network looks at before each nudge of its weights."),
                              low=1, high=MAX_BATCH)
-    optimizer: str = option("sgd", "Optimizer", "The rule that nudges the weights: SGD as in the walkthrough, or Adam.",
+    optimizer: str = option("sgd", N_("Optimizer"), N_("The rule that nudges the weights: SGD as in the walkthrough, or Adam."),
                             choices=OPTIMIZERS)
-    lr: float = option(0.001, "Learning rate", "How big each nudge is (the peak, with a schedule). Too big and the loss explodes.",
+    lr: float = option(0.001, N_("Learning rate"), N_("How big each nudge is (the peak, with a schedule). Too big and the loss explodes."),
                        low=0, high=10, low_open=True)
-    momentum: float = option(0.9, "Momentum", "How much of the last nudge carries over into the next, like a rolling ball (SGD).",
+    momentum: float = option(0.9, N_("Momentum"), N_("How much of the last nudge carries over into the next, like a rolling ball (SGD)."),
                              low=0, high=0.999)
-    nesterov: bool = option(False, "Nesterov momentum", "Look ahead along the momentum before measuring the slope (SGD).",
+    nesterov: bool = option(False, N_("Nesterov momentum"), N_("Look ahead along the momentum before measuring the slope (SGD)."),
                             advanced=True)
-    weight_decay: float = option(0.0, "Weight decay", "Pulls every weight a little towards zero at each step, against overfitting.",
+    weight_decay: float = option(0.0, N_("Weight decay"), N_("Pulls every weight a little towards zero at each step, against overfitting."),
                                  low=0, high=1, advanced=True)
-    schedule: str = option("constant", "Learning-rate schedule",
-                           "constant; onecycle: up during the warm-up, then straight down to zero; cosine: down along a curve.",
+    schedule: str = option("constant", N_("Learning-rate schedule"),
+                           N_("constant; onecycle: up during the warm-up, then straight down to zero; cosine: down along a curve."),
                            choices=SCHEDULES, advanced=True)
-    warmup: float = option(0.0, "Warm-up", "The share of all steps over which the learning rate climbs to its peak.",
+    warmup: float = option(0.0, N_("Warm-up"), N_("The share of all steps over which the learning rate climbs to its peak."),
                            low=0, high=0.9, advanced=True)
-    label_smoothing: float = option(0.0, "Label smoothing", "Aim for 90% sure instead of 100% (at 0.1): a network less overconfident.",
+    label_smoothing: float = option(0.0, N_("Label smoothing"),
+                                    N_("Aim for 90% sure instead of 100% (at 0.1): a network less overconfident."),
                                     low=0, high=0.9, advanced=True)
-    augment: bool = option(False, "Augment (crop and flip)",
-                           "Show each image shifted a little and mirrored at random, so the network cannot memorise pixels.",
+    augment: bool = option(False, N_("Augment (crop and flip)"),
+                           N_("Show each image shifted a little and mirrored at random, so the network cannot memorise pixels."),
                            advanced=True)
-    crop_padding: int = option(4, "Crop padding (pixels)", "How far augmentation may shift an image; 0: flips only.",
+    crop_padding: int = option(4, N_("Crop padding (pixels)"), N_("How far augmentation may shift an image; 0: flips only."),
                                low=0, high=8, advanced=True)
-    normalization: str = option("walkthrough", "Normalization",
-                                "walkthrough: pixels to -1..1; cifar10: each colour to mean 0, spread 1 over the training images.",
+    normalization: str = option("walkthrough", N_("Normalization"),
+                                N_("walkthrough: pixels to -1..1; cifar10: each colour to mean 0, spread 1 over the training images."),
                                 choices=tuple(NORMALIZATIONS), advanced=True)
-    train_subset: int = option(0, "Training images (0: all 50,000)",
-                               "Train on the first images of a fixed shuffle only: 5,000 make an epoch of a second or two.",
+    train_subset: int = option(0, N_("Training images (0: all 50,000)"),
+                               N_("Train on the first images of a fixed shuffle only: 5,000 make an epoch of a second or two."),
                                low=0, high=50_000, flag="--subset")
-    validation_size: int = option(0, "Validation images held out",
-                                  "Keep this many training images aside to choose recipes without peeking at the test set.",
+    validation_size: int = option(0, N_("Validation images held out"),
+                                  N_("Keep this many training images aside to choose recipes without peeking at the test set."),
                                   low=0, high=49_999, advanced=True)
-    seed: int = option(0, "Seed", "The same seed gives the same starting weights and shuffles, so the same run twice.",
+    seed: int = option(0, N_("Seed"), N_("The same seed gives the same starting weights and shuffles, so the same run twice."),
                        low=0, high=2**31 - 1)
-    test_every: int = option(0, "Test every (images)",
-                             "Also measure test accuracy every this many training images, not only after each epoch; 0: per epoch only.",
+    test_every: int = option(0, N_("Test every (images)"),
+                             N_("Also measure test accuracy every this many training images, not only after each epoch; "
+                                "0: per epoch only."),
                              low=0, high=10**8, advanced=True)
-    log_every: int = option(0, "Log every (steps)", "Steps between points of the loss curve; 0: about 100 per epoch.",
+    log_every: int = option(0, N_("Log every (steps)"), N_("Steps between points of the loss curve; 0: about 100 per epoch."),
                             low=0, high=10**7, advanced=True)
-    device: str = option("auto", "Device", "Where to train: auto picks a GPU when there is one.", choices=DEVICES, advanced=True)
+    device: str = option("auto", N_("Device"), N_("Where to train: auto picks a GPU when there is one."), choices=DEVICES, advanced=True)
 
     @classmethod
     def options(cls) -> list[Field]:

@@ -117,35 +117,9 @@ def class_name(which: int | str, language_code: str | None = None) -> str:
 
 # -- what the engine says --------------------------------------------------------------------------
 
-# The training options' labels and help (lenet.train.TrainConfig's metadata), shown by the Train page through _().
-# They are written here again so that pybabel finds them; tests/test_i18n.py fails when one differs from lenet's.
-OPTION_TEXTS = (
-    N_("Epochs"), N_("How many times the network sees every training image."),
-    N_("Batch size"), N_("How many images the network looks at before each nudge of its weights."),
-    N_("Optimizer"), N_("The rule that nudges the weights: SGD as in the walkthrough, or Adam."),
-    N_("Learning rate"), N_("How big each nudge is (the peak, with a schedule). Too big and the loss explodes."),
-    N_("Momentum"), N_("How much of the last nudge carries over into the next, like a rolling ball (SGD)."),
-    N_("Nesterov momentum"), N_("Look ahead along the momentum before measuring the slope (SGD)."),
-    N_("Weight decay"), N_("Pulls every weight a little towards zero at each step, against overfitting."),
-    N_("Learning-rate schedule"),
-    N_("constant; onecycle: up during the warm-up, then straight down to zero; cosine: down along a curve."),
-    N_("Warm-up"), N_("The share of all steps over which the learning rate climbs to its peak."),
-    N_("Label smoothing"), N_("Aim for 90% sure instead of 100% (at 0.1): a network less overconfident."),
-    N_("Augment (crop and flip)"), N_("Show each image shifted a little and mirrored at random, so the network cannot memorise pixels."),
-    N_("Crop padding (pixels)"), N_("How far augmentation may shift an image; 0: flips only."),
-    N_("Normalization"),
-    N_("walkthrough: pixels to -1..1; cifar10: each colour to mean 0, spread 1 over the training images."),
-    N_("Training images (0: all 50,000)"),
-    N_("Train on the first images of a fixed shuffle only: 5,000 make an epoch of a second or two."),
-    N_("Validation images held out"), N_("Keep this many training images aside to choose recipes without peeking at the test set."),
-    N_("Seed"), N_("The same seed gives the same starting weights and shuffles, so the same run twice."),
-    N_("Test every (images)"),
-    N_("Also measure test accuracy every this many training images, not only after each epoch; 0: per epoch only."),
-    N_("Log every (steps)"), N_("Steps between points of the loss curve; 0: about 100 per epoch."),
-    N_("Device"), N_("Where to train: auto picks a GPU when there is one."),
-    N_("Start conv1 as a whitening filter"),
-    N_("conv1's six filters start as the six strongest patterns of 5x5 training patches, each scaled to spread 1."),
-    # The short labels the validation sentences use (the label before " (").
+# TrainConfig's labels and help are marked in lenet/train.py itself (its N_), which babel.cfg extracts; here only the
+# short labels its validation sentences derive from them (the label before " (").
+OPTION_SHORT_LABELS = (
     N_("Augment"), N_("Crop padding"), N_("Training images"), N_("Test every"), N_("Log every"),
 )
 
@@ -251,7 +225,7 @@ def _translate_sentence(text: str, language_code: str | None) -> str | None:
         if match:
             values = match.groupdict()
             if "label" in values:
-                values["label"] = gettext_in(language_code, values["label"])  # a setting's short label: OPTION_TEXTS
+                values["label"] = gettext_in(language_code, values["label"])  # a setting's label (OPTION_SHORT_LABELS)
             if "state" in values:  # a run's state ("stopped"): the Train page's word for it
                 values["state"] = gettext_in(language_code, values["state"])
             return gettext_in(language_code, template).format(**values)

@@ -160,7 +160,7 @@ def option_widget(option, value, key: str):
     out-of-range value reaches validation, which says in words what is wrong, instead of a silent red mark.
     Its value starts from the URL when a shared link sets it (the URL names the option: ?epochs=5)."""
     meta = option.metadata
-    label, help_text = (_(text) for text in (meta["label"], meta["help"]))  # lenet's English, listed in _i18n.OPTION_TEXTS
+    label, help_text = (_(text) for text in (meta["label"], meta["help"]))  # lenet's English, marked for the catalogs in lenet/train.py
     if option.type is bool:
         restore_from_url(key, bool(value), param=option.name)
         return st.checkbox(label, help=help_text, key=key)

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from lenet.data import load_cifar10
 
@@ -17,6 +18,15 @@ def cifar_dir() -> Path:
     if not (path / "train").is_dir() and not (path / "cifar-10-batches-py").is_dir():
         pytest.fail(f"the real CIFAR-10 is needed at {path}: set LENET_DATA to a copy")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """The machine is shared: one thread is faster than two that fight, and the results are the same."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -54,15 +54,6 @@ def _save(path, state=None, **meta):
 
 
 @pytest.fixture
-def one_thread():
-    """The machine is shared: one thread is faster than two that fight, and the results are the same."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def good_checkpoint(tmp_path):
     return _save(tmp_path / "good.pt")
 

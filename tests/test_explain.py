@@ -15,15 +15,6 @@ from lenet.train import preset, train
 SHAPES = [(3, 32, 32), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,), (10,)]
 
 
-@pytest.fixture
-def one_thread():
-    """The machine is shared: one thread is faster than two that fight, and the results are the same."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def shipped():
     return load_model(default_checkpoint())

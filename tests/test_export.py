@@ -18,6 +18,7 @@ import torchvision
 import torchvision.transforms as transforms
 
 from lenet import export
+from lenet.bench import WalkthroughNet
 from lenet.checkpoint import default_checkpoint, load_checkpoint, load_model, load_model_bytes
 from lenet.data import CIFAR10_NORMALIZATION, CLASSES, WALKTHROUGH_NORMALIZATION, detect_layout
 from lenet.evaluate import evaluate
@@ -25,36 +26,8 @@ from lenet.inference import normalize, predict_logits
 from lenet.model import LeNet5
 from lenet.train import TrainConfig, learning_rate, make_optimizer, preset
 
-
-class Net(nn.Module):
-    """The walkthrough's network, written as it writes it."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)  # flatten all dimensions except batch
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        x = self.fc3(x)
-        return x
-
-
-@pytest.fixture
-def one_thread():
-    """The machine is shared: one thread is faster than two that fight, and the results are the same."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The walkthrough's network exactly as it writes it: bench's plain loop has it typed in, with no project code.
+Net = WalkthroughNet
 
 
 @pytest.fixture(scope="module")

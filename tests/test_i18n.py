@@ -119,12 +119,12 @@ def test_the_class_names_are_cifar10s_and_translated():
 
 
 def test_the_training_options_words_are_lenets(messages):
-    """The Train page shows TrainConfig's labels and help through _(): each must be marked (pages/_i18n.OPTION_TEXTS),
-    word for word as lenet/train.py writes it, with the short label its validation sentences use."""
+    """The Train page shows TrainConfig's labels and help through _(): each must be in the catalogs (marked with N_ in
+    lenet/train.py), and so must the short label its validation sentences use (pages/_i18n.OPTION_SHORT_LABELS)."""
     for option in TrainConfig.options():
         meta = option.metadata
         for text in (meta["label"], meta["help"], meta["label"].split(" (")[0]):
-            assert text in messages, f"{option.name}: {text!r} is not in pages/_i18n.OPTION_TEXTS"
+            assert text in messages, f"{option.name}: {text!r} is not extracted into the catalogs"
 
 
 # -- numbers, durations and words ------------------------------------------------------------------

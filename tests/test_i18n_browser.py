@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.browser import whole_page_screenshot
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -99,16 +100,6 @@ def wait_drawn(page, name: str) -> None:
     page.wait_for_timeout(700)  # charts size themselves to their containers
 
 
-def screenshot(page, viewport: dict, path: Path) -> None:
-    """The whole page: the main area scrolls inside it, so the viewport is stretched to its height first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], min(height, 8000))})
-    page.wait_for_timeout(300)
-    page.screenshot(path=str(path))
-    page.set_viewport_size(viewport)
-
-
 @pytest.mark.parametrize("size", SIZES)
 def test_every_page_in_korean_renders_whole(browser, server, trained, size):
     options = SIZES[size]
@@ -124,7 +115,7 @@ def test_every_page_in_korean_renders_whole(browser, server, trained, size):
             found = page.evaluate(CUT_TEXT)
             if found:
                 problems[name] = found
-            screenshot(page, options["viewport"], SCREENSHOTS / f"{size}-{name}.png")
+            whole_page_screenshot(page, SCREENSHOTS / f"{size}-{name}.png")
     finally:
         context.close()
     assert not problems, problems

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from lenet.data import CIFAR10, load_cifar10
 from lenet.runs import FINISHED, RunRegistry
 from lenet.train import preset
+from tests.browser import whole_page_screenshot
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -47,14 +48,7 @@ def no_errors(page) -> None:
 
 
 def screenshot(page, name: str) -> None:
-    """The whole page: Streamlit's main area scrolls inside the window, so the window is made as tall as it first."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    size = page.viewport_size
-    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 12000))})
-    page.wait_for_timeout(800)  # images and charts settle
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-    page.set_viewport_size(size)
+    whole_page_screenshot(page, SCREENSHOTS / f"{name}.png", max_height=12000)
 
 
 def photo() -> bytes:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.browser import whole_page_screenshot
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -110,16 +111,6 @@ def open_page(page, url: str, name: str) -> None:
     page.wait_for_timeout(700)  # charts size themselves to their containers
 
 
-def screenshot(page, viewport: dict, path: Path) -> None:
-    """The whole page: the main area scrolls inside it, so the viewport is stretched to its height first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], min(height, 6000))})
-    page.wait_for_timeout(300)
-    page.screenshot(path=str(path))
-    page.set_viewport_size(viewport)
-
-
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("size", SIZES)
 def test_pages_fit_the_screen_in_either_theme(browser, server, size, theme):
@@ -143,7 +134,7 @@ def test_pages_fit_the_screen_in_either_theme(browser, server, size, theme):
             if name == "classify":
                 answer = page.locator("h1, h2").filter(has_text="It says:").first.bounding_box()
                 assert answer["y"] < page.locator('[data-testid="stImage"]').first.bounding_box()["y"]  # the answer first
-            screenshot(page, options["viewport"], SCREENSHOTS / f"{size}-{theme}-{name}.png")
+            whole_page_screenshot(page, SCREENSHOTS / f"{size}-{theme}-{name}.png")
     finally:
         context.close()
     assert not problems, problems
