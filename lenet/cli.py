@@ -143,11 +143,12 @@ def train_command(args) -> int:
 
 
 class ProgressPrinter:
-    """One bar redrawn in place on a terminal; in a log (not a terminal), one line per finished epoch."""
+    """One bar redrawn in place on a terminal; in a log (not a terminal), one line per test (each epoch's, and every
+    test_every images)."""
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
-        self.epochs_logged = 0
+        self.tests_logged = 0
 
     def draw(self, run) -> None:
         progress = run.progress
@@ -156,14 +157,15 @@ class ProgressPrinter:
         width = 30
         filled = int(width * progress.fraction)
         loss = f"loss {run.steps[-1].loss:.3f}" if run.steps else ""
-        acc = f"test {run.test_accuracy:.1%}" if run.test_accuracy is not None else ""
+        measured = run.accuracies
+        acc = f"test {measured[-1].test_accuracy:.1%}" if measured else ""
         line = (f"[{'#' * filled}{'.' * (width - filled)}] epoch {progress.epoch}/{progress.epochs} "
                 f"step {progress.step}/{progress.total_steps} {loss} {acc} {progress.images_per_second:,.0f} img/s "
                 f"{progress.seconds_left or 0:.0f} s left")
         if self.stream.isatty():
             print("\r" + line + " ", end="", file=self.stream, flush=True)
-        elif len(run.epochs) > self.epochs_logged:
-            self.epochs_logged = len(run.epochs)
+        elif len(measured) > self.tests_logged:
+            self.tests_logged = len(measured)
             print(line, file=self.stream, flush=True)
 
 

@@ -52,6 +52,18 @@ class Epoch:
 
 
 @dataclass(frozen=True)
+class Test:
+    """Accuracy measured inside an epoch, every test_every training images (the epoch's end is an Epoch event)."""
+
+    epoch: float  # epochs trained when measured: 0.25 a quarter into the first
+    step: int
+    images: int  # training images seen in the whole run
+    test_accuracy: float
+    train_seconds: float
+    validation_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
 class End:
     """Training ended: finished, or stopped on request."""
 
@@ -61,8 +73,8 @@ class End:
     train_seconds: float
 
 
-Event = Start | Step | Epoch | End
-KINDS: dict[str, type] = {"start": Start, "step": Step, "epoch": Epoch, "end": End}
+Event = Start | Step | Epoch | Test | End
+KINDS: dict[str, type] = {"start": Start, "step": Step, "epoch": Epoch, "test": Test, "end": End}
 NAMES = {cls: name for name, cls in KINDS.items()}
 
 
@@ -132,7 +144,7 @@ class Progress:
         elif isinstance(event, Step):
             self.epoch, self.step, self.train_seconds = event.epoch, event.step, event.train_seconds
             self.images_per_second, self.seconds_left = event.images_per_second, event.seconds_left
-        elif isinstance(event, Epoch):
+        elif isinstance(event, (Epoch, Test)):
             self.step, self.train_seconds = event.step, event.train_seconds
         else:
             self.step, self.train_seconds, self.seconds_left = event.step, event.train_seconds, 0.0

@@ -2,7 +2,7 @@
 
 runs/<id>/config.json          the TrainConfig, written once
 runs/<id>/status.json          state, error, progress, heartbeat (rewritten about once a second)
-runs/<id>/metrics.jsonl        every Step and Epoch event so far, one JSON object a line, appended (as TensorBoard
+runs/<id>/metrics.jsonl        every Step, Epoch and Test event so far, one JSON object a line, appended (as TensorBoard
                                and MLflow log): a 1,000-epoch run never rewrites megabytes once a second
 runs/<id>/checkpoint.pt        the latest weights, with what is needed to resume (after each epoch and on stop)
 runs/<id>/epochs/epoch-NNN.pt  the weights at the end of each epoch (no optimizer state: about 250 KB each)
@@ -30,7 +30,7 @@ import torch
 
 from .checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
 from .data import CIFAR10, Split, load_cifar10
-from .events import Epoch, Event, EventError, LiveView, Progress, Start, Step, from_dict, to_dict
+from .events import Epoch, Event, EventError, LiveView, Progress, Start, Step, Test, from_dict, to_dict
 from .files import atomic_write, locked
 from .inference import NORMALIZATIONS, predict_logits
 from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, train
@@ -70,6 +70,7 @@ class RunSnapshot:
     progress: Progress
     steps: list[Step] = field(default_factory=list)  # the loss curve
     epochs: list[Epoch] = field(default_factory=list)  # test accuracy after each epoch
+    tests: list[Test] = field(default_factory=list)  # and inside epochs, every test_every images
     error: str | None = None
     test_accuracy: float | None = None
     last_event: float | None = None  # time.time() of the training process's latest event, while it trains
@@ -85,6 +86,11 @@ class RunSnapshot:
         return epoch_checkpoints(self.folder)
 
     @property
+    def accuracies(self) -> list[Epoch | Test]:
+        """Every test accuracy measured so far, in order: after each epoch, and every test_every images inside one."""
+        return sorted(self.epochs + self.tests, key=lambda e: e.step)
+
+    @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
@@ -98,7 +104,7 @@ class RunSnapshot:
 
     def copy(self) -> "RunSnapshot":
         return replace(self, config=dict(self.config), progress=replace(self.progress), steps=list(self.steps),
-                       epochs=list(self.epochs))
+                       epochs=list(self.epochs), tests=list(self.tests))
 
 
 def epoch_checkpoints(run_folder: Path | str) -> dict[int, Path]:
@@ -385,6 +391,7 @@ class RunRegistry:
             # Drop what was logged after the checkpoint: those steps are trained again, identically.
             snapshot.steps = [e for e in snapshot.steps if e.step <= step]
             snapshot.epochs = [e for e in snapshot.epochs if e.step <= step]
+            snapshot.tests = [e for e in snapshot.tests if e.step <= step]
             snapshot.progress.step = step
             snapshot.state, snapshot.error = LOADING, None
             self._launch(snapshot, config, resume=entry)
@@ -555,6 +562,8 @@ class RunRegistry:
             elif isinstance(event, Epoch):
                 s.epochs.append(event)
                 s.test_accuracy = event.test_accuracy
+            elif isinstance(event, Test):
+                s.tests.append(event)
         self._flush(active, force=not isinstance(event, Step))
 
     def _flush(self, active: _ActiveRun, force: bool) -> None:
@@ -564,7 +573,7 @@ class RunRegistry:
             return
         active.last_flush = now
         s = active.copy()
-        events = sorted(s.steps + s.epochs, key=lambda e: (e.step, isinstance(e, Epoch)))
+        events = sorted(s.steps + s.tests + s.epochs, key=lambda e: (e.step, isinstance(e, (Test, Epoch))))
         if active.logged == 0:
             # A new run, or one resumed (its curve cut back to the checkpoint): the file starts over, atomically.
             write_text(s.folder / METRICS, "".join(json.dumps(to_dict(e)) + "\n" for e in events))
@@ -638,10 +647,10 @@ class RunRegistry:
             if status is not None:
                 _read_status(snapshot, status)
             if metrics:
-                snapshot.steps, snapshot.epochs = read_metrics(folder)
+                snapshot.steps, snapshot.epochs, snapshot.tests = read_metrics(folder)
         except EventError as error:
             snapshot.state, snapshot.error = DAMAGED, f"its files are damaged ({error}); the other runs are not affected"
-            snapshot.steps, snapshot.epochs, snapshot.test_accuracy = [], [], None
+            snapshot.steps, snapshot.epochs, snapshot.tests, snapshot.test_accuracy = [], [], [], None
             snapshot.progress = Progress(epochs=snapshot.progress.epochs)
             return snapshot
         if snapshot.state in LIVE_STATES and not locked(folder / LOCK):
@@ -649,13 +658,13 @@ class RunRegistry:
         return snapshot
 
 
-_PARSED: dict[Path, tuple[tuple[int, int], list[Step], list[Epoch]]] = {}  # metrics file -> (size, mtime), its events
+_PARSED: dict[Path, tuple[tuple[int, int], list[Step], list[Epoch], list[Test]]] = {}  # metrics file -> (size, mtime), its events
 _PARSED_MAX = 64
 _PARSED_LOCK = threading.Lock()  # pages of many sessions read at once
 
 
-def read_metrics(folder: Path) -> tuple[list[Step], list[Epoch]]:
-    """A run's steps and epochs from metrics.jsonl (or the older metrics.json); EventError when they are damaged.
+def read_metrics(folder: Path) -> tuple[list[Step], list[Epoch], list[Test]]:
+    """A run's steps, epochs and tests inside epochs from metrics.jsonl (or the older metrics.json); EventError when they are damaged.
 
     A last line without its newline is an append cut short by a kill: it is left out, not called damage. Parsed
     files are remembered by size and modification time, so redrawing a finished run's charts reads nothing again.
@@ -664,22 +673,22 @@ def read_metrics(folder: Path) -> tuple[list[Step], list[Epoch]]:
     if not path.is_file():
         legacy = read_json(folder / LEGACY_METRICS)
         if legacy is None:
-            return [], []
+            return [], [], []
         if not isinstance(legacy, dict) or not isinstance(legacy.get("steps"), list) or not isinstance(legacy.get("epochs"), list):
             raise EventError("metrics.json does not hold lists of steps and epochs")
-        return [from_dict(e, Step) for e in legacy["steps"]], [from_dict(e, Epoch) for e in legacy["epochs"]]
+        return [from_dict(e, Step) for e in legacy["steps"]], [from_dict(e, Epoch) for e in legacy["epochs"]], []
     try:
         stat = path.stat()
         key = (stat.st_size, stat.st_mtime_ns)
         with _PARSED_LOCK:
             known = _PARSED.get(path)
         if known is not None and known[0] == key:
-            return list(known[1]), list(known[2])
+            return list(known[1]), list(known[2]), list(known[3])
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise EventError(f"{METRICS} cannot be read ({error})") from None
     lines = text.split("\n")
-    steps, epochs = [], []
+    steps, epochs, tests = [], [], []
     for number, line in enumerate(lines[:-1], start=1):  # the part after the last newline is torn or empty
         try:
             event = from_dict(json.loads(line))
@@ -689,13 +698,15 @@ def read_metrics(folder: Path) -> tuple[list[Step], list[Epoch]]:
             steps.append(event)
         elif isinstance(event, Epoch):
             epochs.append(event)
+        elif isinstance(event, Test):
+            tests.append(event)
         else:
             raise EventError(f"{METRICS} line {number}: a {type(event).__name__} event does not belong there")
     with _PARSED_LOCK:
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.pop(next(iter(_PARSED)))
-        _PARSED[path] = (key, steps, epochs)
-    return list(steps), list(epochs)
+        _PARSED[path] = (key, steps, epochs, tests)
+    return list(steps), list(epochs), list(tests)
 
 
 def _damaged_config(folder: Path, error: RunError) -> RunSnapshot:

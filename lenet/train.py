@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import CIFAR10, train_validation_split
-from .events import End, Epoch, Event, Start, Step
+from .events import End, Epoch, Event, Start, Step, Test
 from .inference import DEVICES, NORMALIZATIONS, available_devices, normalization_tensors, normalize, pick_device, predict_logits
 from .model import LeNet5
 
@@ -390,7 +390,7 @@ class _Loop:
             if self.step % self.log_every == 0 or position == self.steps_per_epoch:
                 self.log(epoch)
             if every and self.trained_images() // every > before // every and position < self.steps_per_epoch:
-                self.test_point()  # the epoch's own test follows at its end
+                self.test_within(epoch)  # the epoch's own test follows at its end
         return True
 
     def batches(self, order: torch.Tensor, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -449,6 +449,13 @@ class _Loop:
         self.emit(Epoch(epoch=epoch + 1, step=self.step, test_accuracy=point.test_accuracy, train_seconds=point.train_seconds,
                         validation_accuracy=point.validation_accuracy))
 
+    def test_within(self, epoch: int) -> None:
+        """Every test_every images inside an epoch: test (and validation) accuracy, reported as a Test event."""
+        point = self.test_point()
+        self.emit(Test(epoch=epoch + (self.step - epoch * self.steps_per_epoch) / self.steps_per_epoch, step=self.step,
+                       images=point.images, test_accuracy=point.test_accuracy, train_seconds=point.train_seconds,
+                       validation_accuracy=point.validation_accuracy))
+
     def test_point(self) -> TestPoint:
         """Test (and validation) accuracy now, in evaluation time that the stopwatch leaves out."""
         with self.clock.pause():
@@ -485,7 +492,8 @@ def train(
 ) -> TrainResult:
     """Train LeNet-5 on data.train, testing on data.test after each epoch.
 
-    on_event(event) gets the events of lenet.events: Start, Step (the loss every log_every steps), Epoch, End.
+    on_event(event) gets the events of lenet.events: Start, Step (the loss every log_every steps), Epoch,
+    Test (every test_every images inside an epoch), End.
     on_checkpoint(model_state, training_state, metrics) is called after each epoch and when stopped.
     watch(model, event) is called after each Step and Epoch with the model itself, to look inside it (read only).
     stop is checked every step. resume is a checkpoint's "training" entry plus its "model" weights.

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from lenet.data import CLASSES
-from lenet.events import Epoch, Step
+from lenet.events import Epoch, Step, Test
 from pages._format import number
 from pages._i18n import N_, _
 
@@ -142,18 +142,21 @@ def loss_curve(steps: list[Step], steps_per_epoch: int) -> alt.Chart:
     return large((raw + smooth + points).properties(height=320))
 
 
-def accuracy_curve(epochs: list[Epoch], total_epochs: int) -> alt.Chart:
-    """Test (and validation, when held out) accuracy after each epoch, against chance."""
+def accuracy_curve(measured: list[Epoch | Test], total_epochs: int, test_every: int = 0) -> alt.Chart:
+    """Test (and validation, when held out) accuracy after each epoch, and every test_every training images inside
+    epochs when the run tests that often (at fractional epochs), against chance."""
     test, validation = _("test"), _("validation")  # the legend's words
-    rows = [{"epoch": e.epoch, "set": test, "accuracy": e.test_accuracy} for e in epochs]
-    held_out = [e for e in epochs if e.validation_accuracy is not None]
+    rows = [{"epoch": e.epoch, "set": test, "accuracy": e.test_accuracy} for e in measured]
+    held_out = [e for e in measured if e.validation_accuracy is not None]
     rows += [{"epoch": e.epoch, "set": validation, "accuracy": e.validation_accuracy} for e in held_out]
     data = pd.DataFrame(rows, columns=["epoch", "set", "accuracy"])
-    line = alt.Chart(data, title=_("Accuracy after each epoch")).mark_line(point=alt.OverlayMarkDef(size=90), strokeWidth=3).encode(
+    title = (_("Accuracy every {images} training images and after each epoch").format(images=number(test_every))
+             if test_every else _("Accuracy after each epoch"))
+    line = alt.Chart(data, title=title).mark_line(point=alt.OverlayMarkDef(size=90), strokeWidth=3).encode(
         x=alt.X("epoch:Q", scale=alt.Scale(domain=[0, max(1, total_epochs)]), axis=alt.Axis(tickMinStep=1), title=_("epoch")),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title=_("accuracy")),
         color=alt.Color("set:N", title=None),
-        tooltip=[alt.Tooltip("epoch:Q", title=_("epoch")), alt.Tooltip("set:N", title=_("split")),
+        tooltip=[alt.Tooltip("epoch:Q", format=".2~f", title=_("epoch")), alt.Tooltip("set:N", title=_("split")),
                  alt.Tooltip("accuracy:Q", format=".2%", title=_("accuracy"))],
     )
     return large((line + chance_rule()).properties(height=320))

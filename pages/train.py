@@ -70,6 +70,8 @@ def preset_note(name: str) -> str:
         "walkthrough": _("The walkthrough exactly: batches of 4, SGD, 2 epochs. About 55% test accuracy; minutes on a CPU."),
         "quick": _("A live demo: larger batches, a one-cycle learning rate and label smoothing. Seconds per epoch."),
         "best": _("The most LeNet-5 gives: augmentation, weight decay, 60 epochs. Around 75%; takes a while on a CPU."),
+        "frugal": _("As much as possible from few images: 40,000 training images seen once, the test accuracy measured "
+                    "every 10,000. About 53%."),
     }
     return notes.get(name, "")
 
@@ -392,10 +394,11 @@ def draw_run(run: RunSnapshot, label: str) -> None:
 
 def metrics(run: RunSnapshot) -> None:
     """Four numbers, each as wide as its text, wrapping onto a second line on a narrow screen rather than cut short."""
-    previous = run.epochs[-2].test_accuracy if len(run.epochs) > 1 else None
-    delta = points(run.test_accuracy - previous) if previous is not None else None
+    measured = run.accuracies  # inside epochs too, when the run tests every N images
+    latest = measured[-1].test_accuracy if measured else run.test_accuracy
+    delta = points(latest - measured[-2].test_accuracy) if len(measured) > 1 else None
     with st.container(horizontal=True, gap="large"):
-        st.metric(_("Test accuracy"), percent(run.test_accuracy), delta=delta, width="content")
+        st.metric(_("Test accuracy"), percent(latest), delta=delta, width="content")
         st.metric(_("Last loss"), number(run.steps[-1].loss, 3) if run.steps else "–", width="content",
                   help=_("The training loss at the last logged step"))
         st.metric(_("Images/s"), number(run.progress.images_per_second), width="content",
@@ -408,13 +411,15 @@ def curves(run_id: str, version: tuple, language: str, _run: RunSnapshot) -> tup
     """The run's loss and accuracy charts, built once per version and language for every session watching: a
     classroom watching a live run would otherwise build them once a second each, and slow the training down."""
     loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.steps_per_epoch or 1)) if _run.steps else None
-    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.epochs, _run.progress.epochs))
+    every = _run.config.get("test_every")
+    every = every if isinstance(every, int) and not isinstance(every, bool) else 0
+    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.accuracies, _run.progress.epochs, every))
 
 
 def curves_version(run: RunSnapshot) -> tuple:
     """A live run gains points many times a second, so its charts are rebuilt once a second (every session
     watching draws that second's); an ended run's charts, once."""
-    return ("live", int(time.monotonic())) if run.live else (run.state, len(run.steps), len(run.epochs))
+    return ("live", int(time.monotonic())) if run.live else (run.state, len(run.steps), len(run.epochs), len(run.tests))
 
 
 # -- inside the network, live ----------------------------------------------------------------------

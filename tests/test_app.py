@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 import torchvision
@@ -27,7 +28,7 @@ from lenet.data import CLASSES, WALKTHROUGH_NORMALIZATION
 from lenet.export import walkthrough_state_dict_bytes
 from lenet.inference import NORMALIZATIONS, available_devices, predict_logits
 from lenet.model import LeNet5
-from lenet.runs import LIVE_STATES, STOPPED
+from lenet.runs import FINISHED, LIVE_STATES, STOPPED
 from lenet.service import BUSY, ERROR
 from lenet.train import preset, train
 from pages import _charts, _code, _resources
@@ -245,6 +246,25 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     registry.stop(timeout=5)
     at.run()
     assert registry.snapshot(run.id).state == STOPPED and not at.exception
+
+
+def test_a_run_that_tests_every_n_images_shows_those_points_on_the_accuracy_chart(env):
+    at = open_page("train")
+    at.number_input(key="train_subset-quick").set_value(1000)
+    at.number_input(key="epochs-quick").set_value(1)
+    at.number_input(key="test_every-quick").set_value(300)
+    at.button(key="start").click().run()
+    registry = _resources.registry()
+    run = registry.active()
+    until(lambda: registry.snapshot(run.id).state == FINISHED)
+    at.run()
+    assert not at.exception and not at.error
+    chart = next(c for c in at.get("vega_lite_chart") if "every 300 training images" in c.proto.spec)
+    tables = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets]
+    epochs = sorted({e for table in tables if "epoch" in table for e in table["epoch"]})
+    assert epochs == pytest.approx([3 / 8, 5 / 8, 1.0])  # 128 images a step: past 300 at step 3, past 600 at 5, the end at 8
+    latest = registry.snapshot(run.id).epochs[-1].test_accuracy
+    assert next(m for m in at.metric if m.label == "Test accuracy").value == percent(latest)
 
 
 def test_an_uploaded_photo_gets_probabilities_and_a_non_image_a_message(env):

@@ -1,5 +1,6 @@
 """The run registry on small real subsets of CIFAR-10: progress, stop, resume, one run at a time, failures, kills and junk."""
 
+import io
 import json
 import multiprocessing
 import os
@@ -127,6 +128,24 @@ def test_progress_stop_within_a_second_and_resume_gives_the_uninterrupted_number
     # What is on disk says the same, for a server restarted later.
     on_disk = RunRegistry(runs_dir, lambda: small).snapshot(run_id)
     assert on_disk.state == FINISHED and step_losses(on_disk) == step_losses(reference)
+
+
+def test_tests_inside_epochs_are_kept_with_the_run_and_read_back_in_order(registry, small, runs_dir):
+    config = preset("quick", train_subset=1_000, batch_size=100, epochs=2, test_every=400, log_every=5)
+    run_id = registry.start(config)
+    registry.wait(120)
+    run = registry.snapshot(run_id)
+    assert run.state == FINISHED
+    assert [(e.step, e.images) for e in run.tests] == [(4, 400), (8, 800), (12, 1200), (16, 1600)]
+    assert [e.step for e in run.accuracies] == [4, 8, 10, 12, 16, 20]  # with the two epochs', in order
+    # As a server restarted later reads them from metrics.jsonl, and as the CLI's log prints them: one line each.
+    on_disk = RunRegistry(runs_dir, lambda: small).snapshot(run_id)
+    assert on_disk.tests == run.tests and on_disk.epochs == run.epochs
+    from lenet.cli import ProgressPrinter
+
+    log = io.StringIO()
+    ProgressPrinter(log).draw(on_disk)
+    assert log.getvalue().count("\n") == 1 and f"test {run.epochs[-1].test_accuracy:.1%}" in log.getvalue()
 
 
 def test_a_second_start_or_a_resume_while_one_trains_is_refused(registry):

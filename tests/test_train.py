@@ -6,6 +6,7 @@ import threading
 import pytest
 import torch
 
+from lenet import events  # events.Test: a class named Test here would be collected by pytest
 from lenet.events import End, Epoch, Step
 from lenet.model import FAST_POOL_MIN_NUMBERS, LeNet5, max_pool_2x2
 from lenet.train import ConfigError, TrainConfig, TrainingDiverged, augment, preset, train
@@ -204,6 +205,11 @@ def test_test_every_measures_accuracy_between_epochs_and_leaves_the_epochs_alone
     epochs = [e for e in result.history if isinstance(e, Epoch)]
     assert [(e.step, e.test_accuracy) for e in epochs] == [(p.step, p.test_accuracy) for p in result.test_points if p.images % 1000 == 0]
     assert all(0 <= p.test_accuracy <= 1 and p.validation_accuracy is None for p in result.test_points)
+    # Those inside an epoch are Test events, at the fraction of the epoch they were measured; the epochs' stay Epoch events.
+    inside = [e for e in result.history if isinstance(e, events.Test)]
+    assert [(e.epoch, e.step, e.images) for e in inside] == [(0.3, 3, 300), (0.6, 6, 600), (0.9, 9, 900), (1.2, 12, 1200),
+                                                             (1.5, 15, 1500), (1.8, 18, 1800)]
+    assert [e.test_accuracy for e in inside] == [p.test_accuracy for p in result.test_points if p.images % 1000]
     # Testing changes no training number.
     plain = train(preset("quick", train_subset=1_000, batch_size=100, epochs=2, log_every=5), cifar)
     assert losses(plain) == losses(result) and [p.images for p in plain.test_points] == [1000, 2000]
