@@ -33,7 +33,8 @@ from .data import CIFAR10, Split, load_cifar10
 from .events import Epoch, Event, EventError, LiveView, Progress, Start, Step, Test, from_dict, to_dict
 from .files import atomic_write, locked
 from .inference import NORMALIZATIONS, predict_logits
-from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, train
+from .model import LeNet5
+from .train import ConfigError, TrainConfig, TrainingDiverged, default_threads, make_optimizer, preset, train
 
 FINISHED, STOPPED, FAILED, INTERRUPTED, RUNNING, LOADING = "finished", "stopped", "failed", "interrupted", "running", "loading data"
 DAMAGED = "damaged"  # its files cannot be read as this version writes them; the error says which and why
@@ -213,7 +214,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _training_process(data_source, threads: int, nice: int, jobs, pipe, stop, parent_pid: int) -> None:
+def _get_ready() -> None:
+    """What a Start would otherwise wait for, done ahead (measured on 2 cores): the first optimizer made in a process
+    imports torch's compiler stack (about a second), and the live view's module imports Captum (half a second)."""
+    from . import explain  # noqa: F401
+
+    make_optimizer(preset("quick"), LeNet5())
+
+
+def _training_process(data_source, threads: int, nice: int, jobs, pipe, stop, parent_pid: int, ready) -> None:
     """The child: get ready (torch, the data), wait for one job, train it, sending the parent ("event", Event),
     ("view", arrays), ("checkpoint", bytes, epoch or None), then ("outcome", state, error)."""
     _die_with_parent()
@@ -225,6 +234,8 @@ def _training_process(data_source, threads: int, nice: int, jobs, pipe, stop, pa
         data, data_error = _dataset(data_source), None
     except Exception as exc:  # noqa: BLE001 - reported when a job comes, as that run's failure
         data, data_error = None, exc
+    _get_ready()
+    ready.set()
     try:
         config, resume, folder, meta = jobs.recv()
     except EOFError:
@@ -259,10 +270,12 @@ class _TrainingProcess:
 
     def __init__(self, data_source, threads: int, nice: int, stop=None, name: str = "train-process"):
         self.stop = stop if stop is not None else _PROCESSES.Event()  # set by the server, read by the training process
+        self.ready = _PROCESSES.Event()  # set by the training process once torch is imported and the data read
         jobs_child, self.jobs = _PROCESSES.Pipe(duplex=False)
         self.events, events_child = _PROCESSES.Pipe(duplex=False)
         self.process = _PROCESSES.Process(target=_training_process, name=name, daemon=True,
-                                          args=(data_source, threads, nice, jobs_child, events_child, self.stop, os.getpid()))
+                                          args=(data_source, threads, nice, jobs_child, events_child, self.stop, os.getpid(),
+                                                self.ready))
         self.process.start()
         # Only the child's copies stay open: reading ends (EOFError) when the child does, and so does its waiting.
         jobs_child.close()
@@ -414,6 +427,16 @@ class RunRegistry:
         if active is not None and active.thread is not None:
             active.thread.join(timeout)
 
+    def close(self) -> None:
+        """Stop any run and let the warm training process go: for a registry made for a while (the bench, tests);
+        a server keeps its registry for its whole life."""
+        self.warm = False
+        self.stop(timeout=10)
+        with self._lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.close()
+
     def _warm_up(self) -> None:
         """Start a warm training process in the background, once the data is loaded (so it reads the cache, never
         decoding the images a second time beside the server)."""
@@ -424,10 +447,21 @@ class RunRegistry:
             except Exception:  # noqa: BLE001 - no data, no warm process: a Start says why
                 return
             with self._lock:
-                if self._warm is None:  # named apart: it waits, and trains nothing until a Start gives it a run
+                if self.warm and self._warm is None:  # named apart: it waits, trains nothing until a Start gives it a run
                     self._warm = _TrainingProcess(self.data_dir, self.threads, self.nice, name="warm-training-process")
 
         threading.Thread(target=make, name="warm-trainer", daemon=True).start()
+
+    def warm_ready(self, timeout: float) -> bool:
+        """Wait until a warm training process has imported torch and read the data (False: none within timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                warm = self._warm
+            if warm is not None:
+                return warm.ready.wait(max(0.0, deadline - time.monotonic()))
+            time.sleep(0.05)
+        return False
 
     def _take_warm(self) -> "_TrainingProcess | None":
         warm, self._warm = self._warm, None

@@ -1323,7 +1323,7 @@ def server_group(s: Stress) -> None:
     load: dict = {}
     kill: dict = {}
     # The run to kill: the quick preset with its own batch (its learning rate is for that batch).
-    images, epochs, batch = (4000, 6, 128) if s.quick else (8000, 8, 128)
+    images, epochs, batch = (4000, 8, 128) if s.quick else (8000, 8, 128)
     per_epoch = -(-images // batch)
     total = per_epoch * epochs
     with streamlit_server(work, s.data_dir, start_timeout=180) as server:
@@ -1362,7 +1362,9 @@ def server_group(s: Stress) -> None:
                           "process and every other child of the server end within 10 s (no orphan); the run reads interrupted") as row:
             before = {p.name for p in run_folders(runs)}
             asyncio.run(start_on_train_page(server.url, images, epochs, batch))
-            target = s.rng.randint(per_epoch + 1, total - per_epoch)
+            # Three epochs left at least: the CLI's resume below needs steps to be killed in before it finishes
+            # (its status is read, and written about once a second).
+            target = s.rng.randint(per_epoch + 1, total - 3 * per_epoch)
 
             def at_target():
                 new = [f for f in run_folders(runs) if f.name not in before]

@@ -44,6 +44,7 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     assert status == 0
     printed = capsys.readouterr().out
     for words in ("speed-up at the same batch size", "seconds to 55% test accuracy", "test accuracy after 40,000 training images",
+                  "Start -> first loss event, warm process",
                   "trainer against the plain loop", "trainer against the bound", "batch 128", "batch 512",
                   "cold load", "warm load", "single image, median", "peak resident memory", "peak after the engine section"):
         assert words in printed
@@ -62,6 +63,10 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     assert [e["epoch"] for e in q["epochs"]] == list(range(1, preset("quick").epochs + 1))
     assert q["seconds_to_target"] is None or q["seconds_to_target"] > 0  # random pixels rarely reach 55%
 
+    r = results["registry"]  # through a RunRegistry and its warm training process, as the app trains
+    assert r["finished"] and len(r["first_loss_seconds"]) == 3 and r["first_loss_median_seconds"] > 0
+    assert 0 <= r["final_test_accuracy"] <= 1
+
     f = results["frugal"]
     assert [p["images"] for p in f["points"]] == [100] and 0 <= f["test_accuracy"] <= 1  # one pass over the 100 images
 
@@ -79,11 +84,12 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     assert 0 < results["latency"]["median_ms"] <= results["latency"]["p90_ms"]
     memory = results["memory"]
     assert 0 < memory["at_start_mb"] <= memory["peak_rss_mb"]
-    assert list(memory["peak_after_mb"]) == ["data", "walkthrough", "quick", "frugal", "engine", "throughput", "latency"]
+    assert list(memory["peak_after_mb"]) == ["data", "walkthrough", "quick", "registry", "frugal", "engine", "throughput", "latency"]
     assert max(memory["peak_after_mb"].values()) == memory["peak_rss_mb"]
 
     rows = results["table"]
-    assert {r["section"] for r in rows} == {"walkthrough", "quick", "frugal", "engine", "throughput", "data", "latency", "memory"}
+    assert {r["section"] for r in rows} == {"walkthrough", "quick", "registry", "frugal", "engine", "throughput", "data", "latency",
+                                            "memory"}
     for r in rows:
         assert set(r) == {"section", "measure", "value", "unit", "target", "ok"}
         assert r["value"] is None or r["value"] >= 0

@@ -142,8 +142,8 @@ def test_the_teacher_trains_and_a_student_watches_live_without_controls(new_page
     screenshot(teacher, "teacher-live")
 
     main_area(teacher).get_by_role("button", name="Stop").click()
-    teacher.get_by_text(re.compile(r"Stopped at step [\d,]+")).wait_for(timeout=15_000)
-    student.get_by_text(re.compile(r"Stopped at step [\d,]+")).wait_for(timeout=15_000)  # the student's page follows
+    teacher.get_by_text(re.compile(r"Stopped at step [\d,]+")).first.wait_for(timeout=15_000)
+    student.get_by_text(re.compile(r"Stopped at step [\d,]+")).first.wait_for(timeout=15_000)  # the student's page follows
     student.get_by_text(re.compile(r"Started by teacher at .+ · stopped by teacher at")).wait_for()
     assert main_area(student).get_by_role("button", name="Resume").count() == 0
     teacher.get_by_role("button", name="Resume").wait_for()
@@ -158,11 +158,11 @@ def test_links_restore_presentation_mode_the_preset_and_the_run(new_page, server
     # Presentation mode and the run, for a student opening the teacher's link: no code, no form, large type.
     student = new_page()
     student.goto(f"{server.url}/train?present=1&run={shared['run']}")
-    status = student.get_by_text(re.compile(r"Stopped at step [\d,]+"))
+    status = student.get_by_text(re.compile(r"Stopped at step [\d,]+")).first  # two for a moment, while a rerun redraws
     status.wait_for()
     assert student.get_by_text("PyTorch code").count() == 0
     # The run's own status line, not whichever paragraph comes first (a loading note can, on a busy machine).
-    size = status.first.evaluate("element => parseFloat(getComputedStyle(element).fontSize)")
+    size = status.evaluate("element => parseFloat(getComputedStyle(element).fontSize)")
     assert size >= 20, size
     screenshot(student, "present-student")
     # The sidebar's toggle shows presentation mode on, and leaving it brings the code back.
@@ -219,7 +219,7 @@ def test_the_train_page_fits_every_screen_without_overlaps_or_cut_text(new_page,
     if SCREENS[screen].get("is_mobile"):
         close_sidebar(page)  # on a phone it covers the page
     page.get_by_text("All runs").wait_for()
-    page.get_by_text(re.compile(r"Stopped at step [\d,]+")).wait_for()
+    page.get_by_text(re.compile(r"Stopped at step [\d,]+")).first.wait_for()
     main_area(page).locator('[data-testid="stVegaLiteChart"]').nth(1).wait_for()
     page.wait_for_timeout(1500)  # charts and fonts settle
     found = page.evaluate(LAYOUT_CHECK)

@@ -83,7 +83,7 @@ def test_a_training_run_updates_live_and_stops(page, server):
     screenshot(page, "train-live")
 
     page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()  # not the status widget's Stop
-    page.get_by_text(re.compile(r"Stopped at step [\d,]+")).wait_for(timeout=10_000)
+    page.get_by_text(re.compile(r"Stopped at step [\d,]+")).first.wait_for(timeout=10_000)
     page.get_by_role("button", name="Resume").wait_for()  # drawn by the full rerun that follows the end of the run
     assert_no_errors(page)
     screenshot(page, "train-stopped")

@@ -78,7 +78,7 @@ def test_a_warm_training_process_trains_the_same_run_and_a_new_one_waits_after_i
     cold.wait(120)
     # The warm one reads the data folder's cache itself: the full test set, so compare losses, not accuracy.
     warm = RunRegistry(tmp_path / "warm", lambda: small, threads=1, data_dir=cifar_dir, warm=True)
-    wait_until(lambda: warm._warm is not None and warm._warm.alive(), what="a warm training process")
+    assert warm.warm_ready(120), "the warm training process did not get ready"  # torch, the data, the optimizer's imports
     warm_id = warm.start(config)
     warm.wait(120)
     losses = [(s.step, s.loss) for s in warm.snapshot(warm_id).steps]
@@ -86,8 +86,9 @@ def test_a_warm_training_process_trains_the_same_run_and_a_new_one_waits_after_i
     wait_until(lambda: warm._warm is not None and warm._warm.alive(), what="the next warm training process")
     waiting = warm._warm.process
     assert waiting in training_processes()
-    warm._warm.close()
+    warm.close()  # lets the waiting one go, and no other takes its place
     wait_until(lambda: waiting not in training_processes(), timeout=10, what="the idle process to end when let go")
+    assert not warm.warm_ready(1) and not training_processes()
 
 
 def test_each_epoch_keeps_its_weights_and_the_live_view_shows_the_panel(tmp_path, small):
