@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .words import N_
+
 
 class LeNet5(nn.Module):
     """conv(3->6, 5x5) -> pool -> conv(6->16, 5x5) -> pool -> fc 120 -> fc 84 -> fc 10 (logits)."""
@@ -98,19 +100,20 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def layer_summary() -> list[dict]:
-    """One row per stage as plain data: what it is, the shape it outputs (H x W x C), its parameters."""
+    """One row per stage as plain data: what it is (in English, marked for the app's catalogs), the shape it outputs
+    (H x W x C), its parameters."""
     model = LeNet5()
-    rows = [{"layer": "input", "operation": "RGB image", "output_shape": [32, 32, 3], "parameters": 0}]
+    rows = [{"layer": "input", "operation": N_("RGB image"), "output_shape": [32, 32, 3], "parameters": 0}]
     x = torch.zeros(1, 3, 32, 32)
     stages = [
-        ("conv1", "Conv2d 3->6, 5x5 + ReLU", lambda t: F.relu(model.conv1(t)), model.conv1),
-        ("pool1", "MaxPool 2x2, stride 2", model.pool, None),
-        ("conv2", "Conv2d 6->16, 5x5 + ReLU", lambda t: F.relu(model.conv2(t)), model.conv2),
-        ("pool2", "MaxPool 2x2, stride 2", model.pool, None),
-        ("flatten", "Flatten 16*5*5", lambda t: torch.flatten(t, 1), None),
-        ("fc1", "Linear 400->120 + ReLU", lambda t: F.relu(model.fc1(t)), model.fc1),
-        ("fc2", "Linear 120->84 + ReLU", lambda t: F.relu(model.fc2(t)), model.fc2),
-        ("fc3", "Linear 84->10 (logits)", model.fc3, model.fc3),
+        ("conv1", N_("Conv2d 3->6, 5x5 + ReLU"), lambda t: F.relu(model.conv1(t)), model.conv1),
+        ("pool1", N_("MaxPool 2x2, stride 2"), model.pool, None),
+        ("conv2", N_("Conv2d 6->16, 5x5 + ReLU"), lambda t: F.relu(model.conv2(t)), model.conv2),
+        ("pool2", N_("MaxPool 2x2, stride 2"), model.pool, None),
+        ("flatten", N_("Flatten 16*5*5"), lambda t: torch.flatten(t, 1), None),
+        ("fc1", N_("Linear 400->120 + ReLU"), lambda t: F.relu(model.fc1(t)), model.fc1),
+        ("fc2", N_("Linear 120->84 + ReLU"), lambda t: F.relu(model.fc2(t)), model.fc2),
+        ("fc3", N_("Linear 84->10 (logits)"), model.fc3, model.fc3),
     ]
     with torch.no_grad():
         for name, operation, fn, module in stages:

@@ -19,6 +19,7 @@ from .data import CIFAR10, train_validation_split
 from .events import End, Epoch, Event, Start, Step, Test
 from .inference import DEVICES, NORMALIZATIONS, available_devices, normalization_tensors, normalize, pick_device, predict_logits
 from .model import LeNet5
+from .words import N_
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -34,12 +35,6 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def N_(text: str) -> str:
-    """Marks an option's label and help for the app's translation catalogs (pybabel reads this file); the engine
-    itself, and the command line, stay English."""
-    return text
 
 
 def option(default, label: str, help: str, *, low=None, high=None, choices=(), low_open=False, flag=None, advanced=False):

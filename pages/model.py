@@ -26,7 +26,7 @@ st.markdown(_(
 ))
 
 zoom = 1.3 if presenting() else 1.0
-rows = layer_summary()
+rows = [{**row, "operation": _(row["operation"])} for row in layer_summary()]
 # Boxes that wrap onto more rows on a narrow screen, in the theme's own text colour.
 st.html(_charts.architecture(rows, zoom=zoom))
 
