@@ -32,6 +32,9 @@ the cold load and the FLOP count, which each run in a fresh Python (see run_in_c
   data         Seconds to load CIFAR-10 cold (decoding every image into a fresh, temporary tensor cache)
                and warm (from that cache). The operating system's file cache is not dropped: cold means
                "no tensor cache", not "cold disk".
+  inside       What the Inside page computes for one test image (every layer's activations, the filters, a worked
+               example, saliency and occlusion for the top class): milliseconds, median and 90th percentile of 25
+               images after a warm-up, untrained weights (the time does not depend on them).
   latency      Single-image prediction: one uint8 3x32x32 image normalized and through the model, the median
                (and 90th percentile) of --latency-runs calls after a warm-up.
   memory       Peak resident memory of this process (getrusage ru_maxrss), reported at the end, with what
@@ -42,7 +45,7 @@ Options:
   --data DIR               CIFAR-10 folder: cifar-10-batches-py/ or train/<class>/, test/<class>/ (default: $LENET_DATA or data)
   --json PATH              also write every number as JSON to PATH
   --only LIST              comma-separated sections to run: walkthrough,quick,registry,frugal,engine,throughput,data,
-                           latency
+                           inside,latency
                            (default: all)
   --quick-only             the same as --only quick
   --walkthrough-images N   images each side trains on in the walkthrough comparison (default 10000)
@@ -92,11 +95,11 @@ from .train import preset, train
 # the quick preset is measured against.
 WALKTHROUGH_REFERENCE_SECONDS = 239.0
 WALKTHROUGH_REFERENCE_ORIGIN = "the walkthrough as published, 2 epochs, measured once on the 2-core development machine"
-SECTIONS = ("walkthrough", "quick", "registry", "frugal", "engine", "throughput", "data", "latency")
+SECTIONS = ("walkthrough", "quick", "registry", "frugal", "engine", "throughput", "data", "inside", "latency")
 # What the project promises, checked by --check.
 TARGETS = {"speedup": 3.0, "quick_seconds": 15.0, "frugal_accuracy": 0.55, "engine_vs_plain": 1.5, "engine_vs_bound": 0.5,
            "throughput": 8000.0, "latency_ms": 10.0, "peak_memory_mb": 1000.0, "registry_first_loss_seconds": 1.0,
-           "registry_vs_train": 1.2}
+           "registry_vs_train": 1.2, "inside_ms": 1000.0}
 FRUGAL_IMAGES = 40_000  # the frugal preset's promise: TARGETS["frugal_accuracy"] after at most this many training images
 ENGINE_BATCH = 128
 PLAIN_IMAGES = 1024  # the plain loop's float tensor: its batches are drawn from these (12.5 MB)
@@ -203,6 +206,8 @@ def run_benchmarks(args: argparse.Namespace, log=lambda message: None) -> dict:
         timed("engine", lambda: bench_engine(data, steps=args.throughput_steps, repeats=args.engine_repeats))
     if "throughput" in sections:
         timed("throughput", lambda: bench_throughput(data, steps=args.throughput_steps))
+    if "inside" in sections:
+        timed("inside", lambda: bench_inside(data))
     if "latency" in sections:
         timed("latency", lambda: bench_latency(runs=args.latency_runs))
     results["memory"] = {"peak_rss_mb": max(peak_memory_mb(), *memory["peak_after_mb"].values(), memory["at_start_mb"]), **memory}
@@ -630,6 +635,28 @@ def _pixel_sum(images: torch.Tensor) -> int:
     return int((counts * torch.arange(256)).sum())
 
 
+def bench_inside(data: CIFAR10, images: int = 25) -> dict:
+    """Milliseconds for what the Inside page computes for one image, over `images` test images spread over the split
+    (the first one, a warm-up, left out)."""
+    from . import explain
+
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    normalization = NORMALIZATIONS["cifar10"]
+    times = []
+    for index in torch.linspace(0, len(data.test) - 1, images + 1).long().tolist():
+        image = data.test.images[index]
+        started = time.perf_counter()
+        explain.activations(model, image, normalization)
+        explain.filters(model)
+        explain.worked_example(model, image, normalization, "conv2", channel=3, row=4, col=4)
+        explain.saliency_map(model, image, normalization)
+        explain.occlusion_map(model, image, normalization)
+        times.append((time.perf_counter() - started) * 1000)
+    times = sorted(times[1:])
+    return {"images": len(times), "median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))]}
+
+
 def bench_latency(runs: int, warmup: int = 20) -> dict:
     """Milliseconds to classify one uint8 image: normalization, the model, the logits (weights untrained)."""
     torch.manual_seed(0)
@@ -748,6 +775,11 @@ def make_table(results: dict, args: argparse.Namespace) -> list[dict]:
             row("data", "cold load's peak memory (a fresh process, not in the peak below)", d["cold_peak_rss_mb"], "MB")
         row("data", "warm load (from the tensor cache)", d["warm_seconds"], "s")
         row("data", "warm load, first read of every byte", d["warm_read_seconds"], "s")
+    if "inside" in results:
+        inside = results["inside"]
+        row("inside", f"one image's inside view, median of {inside['images']}", inside["median_ms"], "ms",
+            f"< {TARGETS['inside_ms']:g} ms", inside["median_ms"] < TARGETS["inside_ms"])
+        row("inside", "one image's inside view, 90th percentile", inside["p90_ms"], "ms")
     if "latency" in results:
         lat = results["latency"]
         row("latency", f"single image, median of {lat['runs']}", lat["median_ms"], "ms", f"< {TARGETS['latency_ms']:g} ms",

@@ -9,12 +9,10 @@ freed is handed back to the operating system.
 
 import ctypes
 import ctypes.util
-import hashlib
 import io
 import math
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +41,6 @@ MAX_WEBP_PIXELS = 16_000_000
 MAX_DISPLAY_SIDE = 1024  # loaded images are downscaled to this longest side, so memory is bounded
 UNSURE_BELOW = 0.5  # a top probability under this is reported as unsure
 DECODE_SLOTS = 2  # decodes at once in this process: two large photos at a time, not one per open browser tab
-CACHED_IMAGES = 8  # decoded uploads remembered by load_image_cached (each at most 1024 x 1024 RGB, 3 MB)
 TRIM_AFTER_PIXELS = 4_000_000  # decodes this large are followed by release_memory()
 
 # Only common raster formats: PIL's rarer decoders are never reached (EPS, for one, runs Ghostscript).
@@ -97,45 +94,6 @@ def _load(data: bytes, name: str | None, on_wait: Callable[[], object] | None) -
     return image
 
 
-def load_image_cached(source: Source, name: str | None = None, on_wait: Callable[[], object] | None = None) -> Image.Image:
-    """load_image, remembering the last CACHED_IMAGES results by the sha256 of the file's bytes.
-
-    The web app reruns its script at every click: the same upload is decoded once, not at every rerun. Each
-    call returns its own copy, so a caller may change it. Refused files are not remembered.
-    """
-    data, name = _read(source, name)
-    key = hashlib.sha256(data).hexdigest()
-    with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None:
-            _cache.move_to_end(key)
-            _cache_counts["hits"] += 1
-            return cached.copy()
-        _cache_counts["misses"] += 1
-    image = _load(data, name, on_wait)
-    with _cache_lock:
-        _cache[key] = image
-        _cache.move_to_end(key)
-        while len(_cache) > CACHED_IMAGES:
-            _cache.popitem(last=False)
-    return image.copy()
-
-
-def cache_info() -> dict:
-    """How load_image_cached has done: hits, misses, and the number of images it holds now."""
-    with _cache_lock:
-        return {**_cache_counts, "size": len(_cache)}
-
-
-def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
-        _cache_counts.update(hits=0, misses=0)
-
-
-_cache: OrderedDict[str, Image.Image] = OrderedDict()
-_cache_counts = {"hits": 0, "misses": 0}
-_cache_lock = threading.Lock()
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
@@ -371,14 +329,17 @@ def classify(
     normalization: dict,
     source: Source,
     name: str | None = None,
-    cached: bool = False,
     on_wait: Callable[[], object] | None = None,
 ) -> Prediction:
-    """load_image (load_image_cached when cached), model_input and probabilities in one call.
+    """load_image, then classify_image, in one call.
 
     ImageError for files that are not usable images; ModelError when the model's outputs are not finite.
     """
-    image = (load_image_cached if cached else load_image)(source, name, on_wait)
+    return classify_image(model, normalization, load_image(source, name, on_wait))
+
+
+def classify_image(model: torch.nn.Module, normalization: dict, image: Image.Image) -> Prediction:
+    """model_input and probabilities for an image load_image gave (read only: the web app keeps it between reruns)."""
     small = model_input(image)
     return Prediction(image=image, model_input=small, probabilities=probabilities(model, normalization, small).tolist())
 

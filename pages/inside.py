@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 from lenet import explain
 from lenet.checkpoint import CheckpointError
 from lenet.data import CLASSES
-from lenet.predict import ImageError, load_image_cached, model_input
+from lenet.predict import ImageError, model_input
 from lenet.runs import epoch_checkpoints
 from pages import _charts, _code
 from pages._code import pytorch_code, snippet
@@ -20,7 +20,17 @@ from pages._format import number, percent
 from pages._glossary import words_on_this_page
 from pages._i18n import N_, _, bound, class_name, engine_text, translate
 from pages._images import font_for, labelled_grid, to_pil, upscale
-from pages._resources import ANY, LoadedModel, choose_model, dataset_service, loaded_model, new_seed, random_batch, require_data
+from pages._resources import (
+    ANY,
+    LoadedModel,
+    choose_model,
+    dataset_service,
+    decoded_photo,
+    loaded_model,
+    new_seed,
+    random_batch,
+    require_data,
+)
 from pages._router import through_router
 
 through_router()
@@ -162,7 +172,7 @@ def choose_image() -> tuple[torch.Tensor, str] | None:
         if upload is None:
             return None
         try:
-            return explain.pixels(model_input(load_image_cached(upload, getattr(upload, "name", None)))), _("your photo")
+            return explain.pixels(model_input(decoded_photo(upload))), _("your photo")
         except ImageError as error:
             st.error(engine_text(str(error)), icon=":material/broken_image:")
             return None

@@ -1232,8 +1232,10 @@ async def photo_session(url: str, pool: ThreadPoolExecutor, number: int, photo: 
     return answers, problems + [f"session {number}: {p}" for p in tab.problems]
 
 
-async def server_load(server, s: Stress, photos: list[tuple[bytes, str, str]], reruns: int, settle: float) -> dict:
-    """Warm the server up (every page it needs, the runs table read), then the sessions; memory sampled throughout."""
+async def server_load(server, s: Stress, photos: list[tuple[bytes, str, str]], reruns: int, settle: float,
+                      runs_listed: bool) -> dict:
+    """Warm the server up (every page it needs, the runs table read when runs_listed: the runs folder holds runs),
+    then the sessions; memory sampled throughout."""
     from tests.loadtest import Sampler
     from tools.wsload import ANSWER_SHOWN, CLASSIFY_READY, UPLOAD_LABEL, Tab, heading
 
@@ -1248,8 +1250,11 @@ async def server_load(server, s: Stress, photos: list[tuple[bytes, str, str]], r
             await asyncio.wait_for(tab.wait_until(lambda: {"Train", "Classify"} <= set(tab.page_hashes)), 180)
             since = tab.seq
             await tab.navigate("Train")
-            # The table comes after its heading, and the runs are read (and the run labels made) in between.
-            await asyncio.wait_for(tab.wait_until(lambda: heading("All runs")(tab.page, since) and bool(runs_table(tab))), 180)
+            # The table comes after its heading, and the runs are read (and the run labels made) in between; with no
+            # runs (`--only server`) there is no table, and the form is what shows the page is drawn.
+            drawn = ((lambda: heading("All runs")(tab.page, since) and bool(runs_table(tab))) if runs_listed else
+                     (lambda: tab.page.find("button", "Start training") is not None))
+            await asyncio.wait_for(tab.wait_until(drawn), 180)
             found["runs_table"], found["train_problems"] = runs_table(tab), list(tab.problems)
             since = tab.seq
             await tab.navigate("Classify")
@@ -1330,7 +1335,7 @@ def server_group(s: Stress) -> None:
         s.log(f"  server {server.url} (pid {server.pid}), log {server.log}")
         with s.table.case("server", f"{sessions} sessions x 64 MP photo x {reruns} reruns", "every upload and rerun answered "
                           "(It says: ...), no exception or error alert") as row:
-            load = asyncio.run(server_load(server, s, photos, reruns, settle))
+            load = asyncio.run(server_load(server, s, photos, reruns, settle, runs_listed=damaged is not None))
             wanted = sessions * (1 + reruns)
             # An image the browser had not fetched yet when the next rerun ran may be gone (404): Streamlit drops a run's
             # media once another run of the session replaces it. Said here, not counted as a question left unanswered.

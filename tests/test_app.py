@@ -248,6 +248,25 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     assert registry.snapshot(run.id).state == STOPPED and not at.exception
 
 
+def test_an_upload_is_decoded_once_and_kept_with_its_session(env):
+    at = open_page("classify")
+    at.file_uploader(key="upload").set_value(("ball.png", photo(), "image/png")).run()
+    kept = at.session_state["decoded-photos"]
+    assert len(kept) == 1
+    image = next(iter(kept.values()))
+    for _ in range(3):  # a click anywhere reruns the page with the same upload: it is not decoded again
+        at.run()
+    assert not at.exception and not at.error and any("It says: **" in m.value for m in at.markdown)
+    assert list(at.session_state["decoded-photos"].values()) == [image] and next(iter(kept.values())) is image
+    # Another photo replaces nothing of another page's: each session keeps its last two (Classify's and Inside's).
+    for n in range(3):
+        at.file_uploader(key="upload").set_value((f"ball-{n}.png", photo(), "image/png")).run()
+    assert len(at.session_state["decoded-photos"]) == _resources.SESSION_PHOTOS == 2
+    # A file that is not an image is said so, and not kept.
+    at.file_uploader(key="upload").set_value(("notes.jpg", b"not a photo", "image/jpeg")).run()
+    assert at.error and len(at.session_state["decoded-photos"]) == 2
+
+
 def test_a_run_that_tests_every_n_images_shows_those_points_on_the_accuracy_chart(env):
     at = open_page("train")
     at.number_input(key="train_subset-quick").set_value(1000)

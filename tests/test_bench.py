@@ -44,7 +44,7 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     assert status == 0
     printed = capsys.readouterr().out
     for words in ("speed-up at the same batch size", "seconds to 55% test accuracy", "test accuracy after 40,000 training images",
-                  "Start -> first loss event, warm process",
+                  "Start -> first loss event, warm process", "one image's inside view, median of 25",
                   "trainer against the plain loop", "trainer against the bound", "batch 128", "batch 512",
                   "cold load", "warm load", "single image, median", "peak resident memory", "peak after the engine section"):
         assert words in printed
@@ -82,14 +82,16 @@ def test_tiny_bench_writes_every_number(tiny_image_folder, tmp_path, capsys):
     assert results["data"]["images"] == 130
     assert results["data"]["cold_seconds"] > 0 and results["data"]["warm_seconds"] > 0
     assert 0 < results["latency"]["median_ms"] <= results["latency"]["p90_ms"]
+    assert results["inside"]["images"] == 25 and 0 < results["inside"]["median_ms"] <= results["inside"]["p90_ms"]
     memory = results["memory"]
     assert 0 < memory["at_start_mb"] <= memory["peak_rss_mb"]
-    assert list(memory["peak_after_mb"]) == ["data", "walkthrough", "quick", "registry", "frugal", "engine", "throughput", "latency"]
+    assert list(memory["peak_after_mb"]) == ["data", "walkthrough", "quick", "registry", "frugal", "engine", "throughput", "inside",
+                                            "latency"]
     assert max(memory["peak_after_mb"].values()) == memory["peak_rss_mb"]
 
     rows = results["table"]
-    assert {r["section"] for r in rows} == {"walkthrough", "quick", "registry", "frugal", "engine", "throughput", "data", "latency",
-                                            "memory"}
+    assert {r["section"] for r in rows} == {"walkthrough", "quick", "registry", "frugal", "engine", "throughput", "data", "inside",
+                                            "latency", "memory"}
     for r in rows:
         assert set(r) == {"section", "measure", "value", "unit", "target", "ok"}
         assert r["value"] is None or r["value"] >= 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import NEIGHBOURS, layout_problems
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -182,33 +183,6 @@ def test_links_restore_presentation_mode_the_preset_and_the_run(new_page, server
     assert_no_errors(teacher)
 
 
-LAYOUT_CHECK = """
-() => {
-  const main = document.querySelector('[data-testid="stMain"]');
-  const visible = el => { const r = el.getBoundingClientRect(); return r.width > 1 && r.height > 1; };
-  const overlaps = [];
-  for (const block of main.querySelectorAll('[data-testid="stVerticalBlock"], [data-testid="stHorizontalBlock"]')) {
-    const children = [...block.children].filter(visible);
-    for (let i = 0; i < children.length; i++) {
-      for (let j = i + 1; j < children.length; j++) {
-        const a = children[i].getBoundingClientRect(), b = children[j].getBoundingClientRect();
-        const x = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-        const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-        if (x > 1 && y > 1) overlaps.push([children[i].innerText.slice(0, 40), children[j].innerText.slice(0, 40)]);
-      }
-    }
-  }
-  const texts = main.querySelectorAll(
-    'h1, h2, h3, p, [data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, ' +
-    '[data-testid="stCaptionContainer"], [data-testid="stWidgetLabel"] p, button p, [data-testid="stExpander"] summary p');
-  const cut = [...texts].filter(visible).filter(el => el.scrollWidth > el.clientWidth + 1)
-    .map(el => el.innerText.slice(0, 60));
-  const wide = main.scrollWidth > main.clientWidth + 1;
-  return {overlaps, cut, wide};
-}
-"""
-
-
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("screen", list(SCREENS))
 def test_the_train_page_fits_every_screen_without_overlaps_or_cut_text(new_page, server, screen, scheme):
@@ -222,11 +196,9 @@ def test_the_train_page_fits_every_screen_without_overlaps_or_cut_text(new_page,
     page.get_by_text(re.compile(r"Stopped at step [\d,]+")).first.wait_for()
     main_area(page).locator('[data-testid="stVegaLiteChart"]').nth(1).wait_for()
     page.wait_for_timeout(1500)  # charts and fonts settle
-    found = page.evaluate(LAYOUT_CHECK)
+    found = layout_problems(page, blocks=NEIGHBOURS)
     screenshot(page, f"train-{screen}-{scheme}")
-    assert found["overlaps"] == [], found["overlaps"]
-    assert found["cut"] == [], found["cut"]
-    assert not found["wide"], "the page scrolls sideways"
+    assert found == [], found
     background = page.evaluate("getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor")
     dark = sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 3 * 100
     assert dark == (scheme == "dark"), background
@@ -239,7 +211,7 @@ def test_the_layout_check_sees_an_overlap_and_cut_text(new_page, server):
     page.goto(f"{server.url}/train")
     page.get_by_text("All runs").wait_for()
     page.wait_for_timeout(1000)
-    assert page.evaluate(LAYOUT_CHECK) == {"overlaps": [], "cut": [], "wide": False}
+    assert layout_problems(page, blocks=NEIGHBOURS) == []
     page.evaluate("""() => {
       const main = document.querySelector('[data-testid="stMain"]');
       const title = main.querySelector('h1').closest('[data-testid="stElementContainer"]');
@@ -247,6 +219,7 @@ def test_the_layout_check_sees_an_overlap_and_cut_text(new_page, server):
       const line = main.querySelector('[data-testid="stCaptionContainer"]');
       line.style.cssText = 'width: 60px; overflow: hidden; white-space: nowrap';
     }""")
-    found = page.evaluate(LAYOUT_CHECK)
-    assert len(found["overlaps"]) == 1 and "Train" in found["overlaps"][0][0]
-    assert found["cut"] and all("The teacher controls the runs" in text for text in found["cut"])
+    found = layout_problems(page, blocks=NEIGHBOURS)
+    overlaps, cut = [p for p in found if p.startswith("overlap: ")], [p for p in found if p.startswith("cut: ")]
+    assert overlaps and all('"Train' in p for p in overlaps), found
+    assert cut and all("The teacher controls the runs" in p for p in cut) and len(found) == len(overlaps) + len(cut), found

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.browser import whole_page_screenshot
+from tests.browser import layout_problems, whole_page_screenshot
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -34,29 +34,6 @@ READY = {
     "evaluate": ("모델 가져가기", True),
     "classify": ("신경망의 답:", True),
 }
-# Text that must not be cut off: JavaScript run in the page (a box narrower than its text, or a page wider than the screen).
-CUT_TEXT = """() => {
-  const main = document.querySelector('[data-testid="stMain"]');
-  const selector = 'p, h1, h2, h3, li, td, th, label, button, [data-testid="stMetricValue"], [data-testid="stMetricLabel"], '
-                 + '[data-testid="stCaptionContainer"], [data-testid="stImageCaption"], [data-testid="stHtml"] .layer';
-  const shown = el => {
-    const r = el.getBoundingClientRect(), closed = el.closest('details:not([open])');
-    return r.width > 0 && r.height > 0 && !(closed && !el.closest('summary')) && el.checkVisibility({visibilityProperty: true});
-  };
-  const problems = [];
-  // Also whatever the page shortens with an ellipsis (a metric's value, a select box's choice).
-  const ellipsis = [...main.querySelectorAll('*')].filter(el => getComputedStyle(el).textOverflow === 'ellipsis');
-  for (const el of [...new Set([...main.querySelectorAll(selector), ...ellipsis])].filter(shown)) {
-    if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
-      problems.push('cut: "' + (el.innerText || '').trim().slice(0, 50) + '" ' + el.scrollWidth + ' > ' + el.clientWidth);
-    }
-  }
-  const area = document.querySelector('[data-testid="stMainBlockContainer"]');
-  if (area.scrollWidth > area.clientWidth + 1) problems.push('wider than the screen: ' + area.scrollWidth + ' > ' + area.clientWidth);
-  return problems;
-}"""
-
-
 def photo() -> bytes:
     image = Image.new("RGB", (480, 320), "skyblue")
     ImageDraw.Draw(image).ellipse((140, 60, 340, 260), fill=(200, 30, 30))
@@ -112,7 +89,7 @@ def test_every_page_in_korean_renders_whole(browser, server, trained, size):
             page.goto(f"{server.url}/{'' if name == 'overview' else name}?lang=ko")  # Overview is the app's home page
             wait_drawn(page, name)
             assert page.locator('[data-testid="stException"]').count() == 0, name
-            found = page.evaluate(CUT_TEXT)
+            found = layout_problems(page, blocks=None, ellipsis=True)  # cut text
             if found:
                 problems[name] = found
             whole_page_screenshot(page, SCREENSHOTS / f"{size}-{name}.png")

@@ -19,17 +19,13 @@ import pytest
 from PIL import Image
 
 from lenet.predict import (
-    CACHED_IMAGES,
     DECODE_SLOTS,
     MAX_DISPLAY_SIDE,
     MAX_WEBP_PIXELS,
     ImageError,
-    cache_info,
-    clear_cache,
     decode_slot,
     decode_slots_busy,
     load_image,
-    load_image_cached,
     release_memory,
 )
 
@@ -196,36 +192,6 @@ def test_a_free_slot_means_no_waiting_and_failures_free_their_slot():
             load_image(b"not an image", on_wait=lambda: calls.append(1))
     load_image(encode(Image.new("RGB", (8, 8)), "PNG"), on_wait=lambda: calls.append(1))
     assert calls == [] and not decode_slots_busy()
-
-
-# -- each upload decoded once ------------------------------------------------------------------------------------
-
-
-def test_an_upload_is_decoded_once_across_reruns():
-    clear_cache()
-    photo = encode(Image.new("RGB", (3000, 2000), (200, 10, 10)), "JPEG")
-    first = load_image_cached(io.BytesIO(photo), "photo.jpg")
-    again = load_image_cached(photo, "photo.jpg")
-    assert cache_info() == {"hits": 1, "misses": 1, "size": 1}
-    assert again is not first and np.array_equal(np.asarray(again), np.asarray(first))
-    again.paste((0, 0, 255), (0, 0, 100, 100))  # each caller has its own copy
-    assert load_image_cached(photo).getpixel((5, 5)) == first.getpixel((5, 5))
-
-
-def test_the_cache_keeps_the_most_recent_uploads_and_never_a_refusal():
-    clear_cache()
-    photos = [encode(Image.new("RGB", (8, 8), (i, 0, 0)), "PNG") for i in range(CACHED_IMAGES + 1)]
-    for photo in photos:
-        load_image_cached(photo)
-    assert cache_info() == {"hits": 0, "misses": CACHED_IMAGES + 1, "size": CACHED_IMAGES}
-    load_image_cached(photos[-1])
-    assert cache_info()["hits"] == 1
-    load_image_cached(photos[0])  # the oldest was dropped: decoded again
-    assert cache_info()["misses"] == CACHED_IMAGES + 2
-    for _ in range(2):
-        with pytest.raises(ImageError, match="^`notes.txt`: not an image"):
-            load_image_cached(b"shopping list", "notes.txt")
-    assert cache_info()["size"] == CACHED_IMAGES and cache_info()["misses"] == CACHED_IMAGES + 4
 
 
 # -- freed memory goes back to the system ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.browser import whole_page_screenshot
+from tests.browser import layout_problems, whole_page_screenshot
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -34,43 +34,6 @@ READY = {"classify": "It says:", "evaluate": "Take the model with you", "model":
          "dataset": "Before and after normalization"}
 
 # The page's main blocks, whose boxes must not overlap, and its text, which must not be cut: JavaScript run in the page.
-BLOCKS = ", ".join(['[data-testid="stImage"] img', "h1", "h2", "h3", '[data-testid="stVegaLiteChart"]', '[data-testid="stTable"]',
-                    '[data-testid="stMetric"]', '[data-testid="stHtml"] .layer', '[data-testid="stAlert"]',
-                    '[data-testid="stFileUploader"]', '[data-testid="stDownloadButton"]'])
-TEXTS = ", ".join(["p", "h1", "h2", "h3", "li", "td", "th", "label", "button", '[data-testid="stMetricValue"]',
-                   '[data-testid="stMetricLabel"]', '[data-testid="stMetricDelta"]', '[data-testid="stCaptionContainer"]',
-                   '[data-testid="stImageCaption"]', '[data-testid="stHtml"] .layer'])
-LAYOUT_PROBLEMS = """([blocksSelector, textsSelector]) => {
-  const main = document.querySelector('[data-testid="stMain"]');
-  const shown = el => {  // on screen: not in a closed expander or an unselected tab
-    const r = el.getBoundingClientRect(), closed = el.closest('details:not([open])');
-    return r.width > 0 && r.height > 0 && !(closed && !el.closest('summary')) && el.checkVisibility({visibilityProperty: true});
-  };
-  const name = el => (el.getAttribute('data-testid') || el.tagName.toLowerCase())
-                     + ' "' + (el.innerText || el.alt || '').trim().slice(0, 40) + '"';
-  const blocks = [...main.querySelectorAll(blocksSelector)].filter(shown);
-  const problems = [];
-  for (let i = 0; i < blocks.length; i++) {
-    for (let j = i + 1; j < blocks.length; j++) {
-      const a = blocks[i], b = blocks[j];
-      if (a.contains(b) || b.contains(a)) continue;
-      const p = a.getBoundingClientRect(), q = b.getBoundingClientRect();
-      const w = Math.min(p.right, q.right) - Math.max(p.left, q.left);
-      const h = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
-      if (w > 2 && h > 2) problems.push('overlap: ' + name(a) + ' and ' + name(b));
-    }
-  }
-  for (const el of [...main.querySelectorAll(textsSelector)].filter(shown)) {
-    if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
-      problems.push('cut: ' + name(el) + ' ' + el.scrollWidth + ' > ' + el.clientWidth);
-    }
-  }
-  const area = document.querySelector('[data-testid="stMainBlockContainer"]');
-  if (area.scrollWidth > area.clientWidth + 1) {
-    problems.push('wider than the screen: ' + area.scrollWidth + ' > ' + area.clientWidth);
-  }
-  return problems;
-}"""
 DARK_BACKGROUND = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   const [r, g, b] = getComputedStyle(app).backgroundColor.match(/\\d+/g).map(Number);
@@ -124,7 +87,7 @@ def test_pages_fit_the_screen_in_either_theme(browser, server, size, theme):
             open_page(page, server.url, name)
             assert page.locator('[data-testid="stException"]').count() == 0
             assert page.evaluate(DARK_BACKGROUND) == (theme == "dark")
-            found = page.evaluate(LAYOUT_PROBLEMS, [BLOCKS, TEXTS])
+            found = layout_problems(page)
             if found:
                 problems[name] = found
             for picture in page.evaluate(PIXEL_PICTURES):
