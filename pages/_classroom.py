@@ -6,6 +6,7 @@ a laptop. With one, only a session that entered it starts, stops, resumes and de
 class sees; the flag lives in that session's state, never in the URL, so a shared link cannot carry it.
 """
 
+import functools
 import hmac
 import io
 import os
@@ -354,8 +355,10 @@ def address_for(host_header: str, server_port: int, scheme: str = "http") -> str
     return f"{scheme}://{shown_host}:{port}/"
 
 
+@functools.lru_cache(maxsize=8)
 def qr_png(text: str) -> bytes:
-    """A QR code of text, black on white whatever the theme (phone cameras read dark on light best)."""
+    """A QR code of text, black on white whatever the theme (phone cameras read dark on light best). Made once per
+    address: the sidebar draws it at every rerun of every session (1% of a loaded server's CPU when made each time)."""
     buffer = io.BytesIO()
     segno.make(text, error="m").save(buffer, kind="png", scale=8, border=2, dark="black", light="white")
     return buffer.getvalue()

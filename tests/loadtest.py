@@ -419,7 +419,12 @@ async def warm_up(browser, server: Server, train_images: int, epochs: int, timeo
         await page.get_by_role("spinbutton", name="Epochs").fill(str(epochs))
         await page.get_by_role("spinbutton", name="Epochs").press("Tab")
         await page.get_by_role("button", name="Start training").click()
-        await page.get_by_text(LIVE).first.wait_for(timeout=max(timeout_ms, 240_000))  # the server may decode CIFAR-10 first
+        # A run estimated over 5 minutes asks first, as it asks a teacher: confirm it.
+        live, confirm = page.get_by_text(LIVE).first, page.get_by_role("button", name="Start anyway")
+        await live.or_(confirm).wait_for(timeout=max(timeout_ms, 240_000))  # the server may decode CIFAR-10 first
+        if await confirm.count():
+            await confirm.click()
+        await live.wait_for(timeout=max(timeout_ms, 240_000))
         await wait_for_checkpoint(server.runs_dir, timeout=max(timeout_ms / 1000, 240))
         steps = loop_steps(page, 0, 0)[2:4]  # classify, upload
         steps += [(title, lambda title=title: navigate(page, title, ready(page, OTHER_PAGES[title]))) for title in OTHER_PAGES]

@@ -849,6 +849,11 @@ async def start_training(tab: Tab, train_images: int, epochs: int) -> None:
     if images is None or rounds is None:
         raise ClientError("the Train page's form has no Training images or Epochs input")
     await tab.submit_form([number_value(images, train_images), number_value(rounds, epochs)], tab.page.find("button", "Start training"))
+    # A run estimated over 5 minutes asks first, as it asks a teacher: confirm it.
+    await tab.wait_until(lambda: TRAIN_READY(tab.page, 0) or tab.page.find("button", "Start anyway") is not None)
+    confirm = tab.page.find("button", "Start anyway")
+    if confirm is not None and not TRAIN_READY(tab.page, 0):
+        await tab.submit_form([], confirm)
 
 
 async def warm_up(server: Server, pool: ThreadPoolExecutor, train_images: int, epochs: int, timeout: float) -> None:
