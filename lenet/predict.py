@@ -9,6 +9,7 @@ freed is handed back to the operating system.
 
 import ctypes
 import ctypes.util
+import functools
 import io
 import math
 import os
@@ -133,18 +134,32 @@ def release_memory() -> bool:
     return True
 
 
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let threads started from now on share `arenas` glibc malloc arenas, as MALLOC_ARENA_MAX does when set before a
+    process starts; False where that cannot be done. A web server runs each script run in a thread, and glibc gives
+    busy threads arenas of their own, each keeping its freed pieces: in the stress suite, 30 sessions' photos left
+    the server +90 to +200 MB a minute after they closed, and +26 MB with two arenas (the peak no higher)."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas))
+
+
 def _malloc_trim():
-    global _trim  # noqa: PLW0603 - looked up once
-    if _trim is False:
-        name = ctypes.util.find_library("c")
-        try:
-            _trim = ctypes.CDLL(name).malloc_trim if name else None  # glibc only: not macOS, Windows or musl
-        except (OSError, AttributeError):
-            _trim = None
-    return _trim
+    libc = _libc()
+    return libc.malloc_trim if libc is not None else None
 
 
-_trim = False
+@functools.cache
+def _libc():
+    """glibc, or None (macOS, Windows, musl: no malloc_trim nor mallopt there)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 
 
 def _decode(data: bytes, name: str | None) -> tuple[Image.Image, int]:

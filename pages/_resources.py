@@ -27,7 +27,16 @@ from lenet.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, default_chec
 from lenet.data import CIFAR10, CLASSES, Split, default_data_dir
 from lenet.evaluate import Evaluation, evaluate
 from lenet.files import runs_dir
-from lenet.predict import ImageError, ModelError, Prediction, classify_image, classify_pixels, load_image, release_memory
+from lenet.predict import (
+    ImageError,
+    ModelError,
+    Prediction,
+    classify_image,
+    classify_pixels,
+    limit_malloc_arenas,
+    load_image,
+    release_memory,
+)
 from lenet.runs import RunRegistry, RunSnapshot
 from lenet.service import ABSENT, ERROR, DatasetService
 from lenet.train import default_threads
@@ -67,6 +76,7 @@ def memory_sweeper() -> threading.Thread:
             gc.collect()
             release_memory()
 
+    limit_malloc_arenas()  # the script threads of sessions to come share two arenas
     thread = threading.Thread(target=sweep, name="memory-sweeper", daemon=True)
     thread.start()
     return thread

@@ -213,3 +213,32 @@ def test_release_memory_hands_freed_heap_back():
     assert release_memory() is True
     assert before - rss_mb() > 100
     del kept
+
+
+ARENAS_USED = """
+import ctypes, sys, threading
+from lenet.predict import limit_malloc_arenas
+if sys.argv[1] == "limited":
+    assert limit_malloc_arenas(2)
+together = threading.Barrier(8)
+def work():
+    block = bytearray(65536)  # a thread's first allocation from glibc gives it an arena
+    together.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_threads_share_two_malloc_arenas_once_limited():
+    """The web app's script threads (one per run) each got an arena of their own, each keeping freed pieces."""
+    def arenas(mode: str) -> int:
+        ran = subprocess.run([sys.executable, "-c", ARENAS_USED, mode], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        return ran.stderr.count("Arena ")
+
+    assert arenas("free") >= 8 and arenas("limited") <= 2
