@@ -764,10 +764,9 @@ def cli_group(s: Stress) -> None:
 # -- damaged run files ---------------------------------------------------------------------------------------
 
 MEMORY_CAUSE = (
-    "cause found by hand (README, Stress suite): .streamlit/config.toml sets runner.postScriptGC = false, and each run of "
-    "pages/classify.py leaves its globals (the upload, the prediction's images) in a reference cycle with the functions "
-    "the page defines, freed only by a full gc: in a server after 6 sessions x 4 runs, gc.collect() + malloc_trim took "
-    "RSS from 1,291 to 921 MB (malloc_trim alone: 1,128)")
+    "what held memory before (README, Stress suite): script runs' reference cycles (runner.postScriptGC is off), "
+    "closed sessions Streamlit forgets without shutting down (their uploads), a server-wide photo cache thrashed by the "
+    "sessions, one malloc arena per script thread; see pages/_resources.memory_sweeper, whose fixes these were")
 FIFO_HANG = ("lenet/runs.py read_json() reads status.json with Path.read_text(), and opening a FIFO for reading blocks until "
              "a writer comes: list_runs() and resume never return")
 
