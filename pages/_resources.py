@@ -92,13 +92,15 @@ def shut_down_forgotten_sessions() -> int:
         from streamlit.runtime import Runtime
 
         runtime = Runtime.instance()
-        sessions = runtime._session_mgr
-        expired = sessions._session_storage._cache.expire()
+        sessions, uploads, media = runtime._session_mgr, runtime.uploaded_file_mgr, runtime.media_file_mgr
+        with sessions._storage_lock:  # the lock Streamlit's own reconnects and disconnects take around the storage
+            # Sessions holding uploads first: one that connects after this is not among them, so its files stay.
+            holders = list(uploads.file_storage)
+            expired = sessions._session_storage._cache.expire()
+            known = {info.session.id for info in sessions.list_sessions()}
         for _session_id, info in expired:
             info.session.shutdown()
-        known = {info.session.id for info in sessions.list_sessions()}
-        uploads, media = runtime.uploaded_file_mgr, runtime.media_file_mgr
-        forgotten = [session_id for session_id in list(uploads.file_storage) if session_id not in known]
+        forgotten = [session_id for session_id in holders if session_id not in known]
         for session_id in forgotten:
             uploads.remove_session_files(session_id)
             media.clear_session_refs(session_id)
