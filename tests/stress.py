@@ -652,14 +652,17 @@ def finite_group(s: Stress) -> None:
                         f"predict: {checks[0][1]}" + (f"; evaluate: {checks[1][1].split(': ', 1)[0]}" if len(checks) > 1 else ""))
 
     with s.table.case("bounded", "checkpoint: 1 MB deflated, unpacking to 1 GB", "refused before anything is unpacked: exit 2, "
-                      "one line; peak RSS at most 50 MB above predicting with the shipped model") as row:
+                      "one line; peak RSS at most 150 MB above predicting with the shipped model (unpacked, it would be "
+                      "1,000 more)") as row:
         bomb = cached("bomb-1gb.pt", deflate_bomb)
         with zipfile.ZipFile(bomb) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
         base = s.predict(s.small)
         ran = s.predict(s.small, checkpoint=bomb)
         ok, seen = refused_in_one_line(ran, "unpacks to")
-        row.verdict(ok and ran.peak_mb - base.peak_mb <= 50,
+        # Two processes' peaks differ by up to about 100 MB with nothing unpacked: how much of torch's shared libraries
+        # each maps depends on the page cache (the kernel maps cached pages around each fault). CI saw 640 against 549.
+        row.verdict(ok and ran.peak_mb - base.peak_mb <= 150,
                     f"{bomb.stat().st_size / MB:.2f} MB file of {unpacked / MB:,.0f} MB unpacked: {seen}; peak {ran.peak_mb:.0f} MB "
                     f"(shipped model {base.peak_mb:.0f} MB)")
 

@@ -71,7 +71,7 @@ def test_a_training_run_updates_live_and_stops(page, server):
 
     progress = page.locator('[data-testid="stProgress"]')
     # The first steps (the server may still be decoding CIFAR-10 into its cache when nothing else did it first).
-    page.get_by_text(re.compile(r"step [\d,]+ of [\d,]+ · [\d,]+ images/s")).wait_for(timeout=240_000)
+    page.get_by_text(re.compile(r"step [\d,]+ of [\d,]+ · [\d,]+ images/s")).first.wait_for(timeout=240_000)
     first = progress.inner_text()
     page.locator('[data-testid="stVegaLiteChart"]').nth(1).wait_for()  # the loss curve and the accuracy curve
     page.wait_for_function(
@@ -79,7 +79,7 @@ def test_a_training_run_updates_live_and_stops(page, server):
     )  # no click: the fragment redraws it
     assert progress.inner_text() != first
     # A few epochs: a checkpoint worth evaluating (the training process yields the CPU to the server and the browser).
-    page.get_by_text(re.compile(r"Epoch [34] of 8")).wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"Epoch [34] of 8")).first.wait_for(timeout=180_000)
     screenshot(page, "train-live")
 
     page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()  # not the status widget's Stop
