@@ -150,8 +150,8 @@ def accuracy_curve(measured: list[Epoch | Test], total_epochs: int, test_every: 
     held_out = [e for e in measured if e.validation_accuracy is not None]
     rows += [{"epoch": e.epoch, "set": validation, "accuracy": e.validation_accuracy} for e in held_out]
     data = pd.DataFrame(rows, columns=["epoch", "set", "accuracy"])
-    title = (_("Accuracy every {images} training images and after each epoch").format(images=number(test_every))
-             if test_every else _("Accuracy after each epoch"))
+    # Short, whatever the language: a title wider than a narrow column squeezes the plot to nothing.
+    title = _("Accuracy while training") if test_every else _("Accuracy after each epoch")
     line = alt.Chart(data, title=title).mark_line(point=alt.OverlayMarkDef(size=90), strokeWidth=3).encode(
         x=alt.X("epoch:Q", scale=alt.Scale(domain=[0, max(1, total_epochs)]), axis=alt.Axis(tickMinStep=1), title=_("epoch")),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title=_("accuracy")),

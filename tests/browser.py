@@ -1,7 +1,16 @@
-"""What the browser tests share besides the Chromium fixture (tests/conftest.py): a whole-page screenshot and the
-layout check (boxes over each other, text cut short, a page wider than the screen)."""
+"""What the browser tests share besides the Chromium fixture (tests/conftest.py): a server with the shipped model, a
+photo to upload, a whole-page screenshot and the layout check (boxes over each other, text cut short, a page wider
+than the screen)."""
 
+import io
+from contextlib import contextmanager
 from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from tests.loadtest import streamlit_server
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "lenet5-cifar10.pt"
 
 # Boxes that must not lie over one another, and text that must not be cut off (a box narrower than its text).
 BLOCKS = ", ".join(['[data-testid="stImage"] img', "h1", "h2", "h3", '[data-testid="stVegaLiteChart"]', '[data-testid="stTable"]',
@@ -65,3 +74,19 @@ def whole_page_screenshot(page, path: Path, max_height: int = 8000) -> None:
     page.wait_for_timeout(500)  # images and charts settle at the new size
     page.screenshot(path=str(path))
     page.set_viewport_size(size)
+
+
+@contextmanager
+def shipped_model_server(workdir: Path, data_dir: Path):
+    """`streamlit run app.py` with the shipped model and fresh runs in workdir; stopped when the block ends."""
+    with streamlit_server(workdir, data_dir, start_timeout=90, env={"LENET_CHECKPOINT": str(SHIPPED_MODEL)}) as running:
+        yield running
+
+
+def photo() -> bytes:
+    """A PNG photo of a red ball on the sky, 480 x 320: something to upload."""
+    image = Image.new("RGB", (480, 320), "skyblue")
+    ImageDraw.Draw(image).ellipse((140, 60, 340, 260), fill=(200, 30, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

@@ -278,7 +278,7 @@ def test_a_run_that_tests_every_n_images_shows_those_points_on_the_accuracy_char
     until(lambda: registry.snapshot(run.id).state == FINISHED)
     at.run()
     assert not at.exception and not at.error
-    chart = next(c for c in at.get("vega_lite_chart") if "every 300 training images" in c.proto.spec)
+    chart = next(c for c in at.get("vega_lite_chart") if "Accuracy while training" in c.proto.spec)
     tables = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets]
     epochs = sorted({e for table in tables if "epoch" in table for e in table["epoch"]})
     assert epochs == pytest.approx([3 / 8, 5 / 8, 1.0])  # 128 images a step: past 300 at step 3, past 600 at 5, the end at 8

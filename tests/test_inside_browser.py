@@ -2,16 +2,14 @@
 machine's epoch slider on a real short run, at a desktop and a phone size. Screenshots go to
 test-artifacts/screenshots/inside/."""
 
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
 from lenet.data import CIFAR10, load_cifar10
 from lenet.runs import FINISHED, RunRegistry
 from lenet.train import preset
-from tests.browser import whole_page_screenshot
+from tests.browser import photo, whole_page_screenshot
 from tests.loadtest import streamlit_server
 
 pytestmark = pytest.mark.e2e
@@ -51,13 +49,6 @@ def screenshot(page, name: str) -> None:
     whole_page_screenshot(page, SCREENSHOTS / f"{name}.png", max_height=12000)
 
 
-def photo() -> bytes:
-    image = Image.new("RGB", (400, 300), "skyblue")
-    ImageDraw.Draw(image).rectangle((120, 80, 280, 220), fill=(200, 40, 40))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
 
 def test_a_test_image_then_an_upload_show_every_layer_and_the_arithmetic(browser, server):
     context, page = new_page(browser, 1440, 900)
@@ -70,7 +61,7 @@ def test_a_test_image_then_an_upload_show_every_layer_and_the_arithmetic(browser
 
     page.get_by_text("Upload a photo").first.click()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
-        files=[{"name": "box.png", "mimeType": "image/png", "buffer": photo()}])
+        files=[{"name": "ball.png", "mimeType": "image/png", "buffer": photo()}])
     page.get_by_text("your photo").first.wait_for()
     page.get_by_text("5 · Why did it say that?").wait_for()
     no_errors(page)

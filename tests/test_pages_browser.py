@@ -6,14 +6,11 @@ test-artifacts/screenshots/pages/<size>-<theme>-<page>.png. Chromium comes from 
 without /usr/bin/chromium, unless LENET_REQUIRE_BROWSER=1.
 """
 
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
-from tests.browser import layout_problems, whole_page_screenshot
-from tests.loadtest import streamlit_server
+from tests.browser import layout_problems, photo, shipped_model_server, whole_page_screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -46,19 +43,11 @@ PIXEL_PICTURES = """() => [...document.querySelectorAll('[class*="st-key-pixels"
                 rendering: getComputedStyle(img).imageRendering}))"""
 
 
-def photo() -> bytes:
-    image = Image.new("RGB", (480, 320), "skyblue")
-    ImageDraw.Draw(image).ellipse((140, 60, 340, 260), fill=(200, 30, 30))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
 
 @pytest.fixture(scope="module")
 def server(browser, tmp_path_factory, cifar_dir):
     """`streamlit run app.py` with the shipped model and fresh runs; stopped at the end of the module."""
-    with streamlit_server(tmp_path_factory.mktemp("pages"), cifar_dir, start_timeout=90,
-                          env={"LENET_CHECKPOINT": str(REPO / "assets" / "lenet5-cifar10.pt")}) as running:
+    with shipped_model_server(tmp_path_factory.mktemp("pages"), cifar_dir) as running:
         yield running
 
 
