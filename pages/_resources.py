@@ -170,7 +170,9 @@ def _dataset_progress() -> None:
 # -- runs and models -------------------------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner=False)
+# Released (st.cache_resource.clear(), or a test between its apps), a registry stops its run and lets its warm
+# training process go: each holds ~700 MB of torch.
+@st.cache_resource(show_spinner=False, on_release=RunRegistry.close)
 def _registry(runs_dir: str, data_dir: str) -> RunRegistry:
     service = _dataset_service(data_dir)
     # Every core trains; the training process runs at a lower priority (nice), so pages still answer at once.

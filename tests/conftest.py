@@ -1,6 +1,7 @@
 """Shared fixtures: the real CIFAR-10 (LENET_DATA, else ../shared/cifar10-jpeg), loaded once per test session."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def release_app_registries():
+    """After each test, the app's run registries (AppTest runs the pages in this process) stop their runs and let
+    their warm training processes go: kept, every test's fresh runs folder would leave ~700 MB behind (CI ran out of
+    memory at ~30 of them)."""
+    yield
+    resources = sys.modules.get("pages._resources")
+    if resources is not None:
+        resources._registry.clear()
 
 
 @pytest.fixture(scope="session")

@@ -144,9 +144,9 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_field(pid, "State").lower()
 
 
-def _proc_field(pid: int, name: str) -> str:
+def _proc_field(pid: int, name: str, file: str = "status") -> str:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
             if line.startswith(name + ":"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -171,6 +171,17 @@ def rss_mb(pids: list[int]) -> float:
     kilobytes = 0
     for pid in pids:
         value = _proc_field(pid, "VmRSS")  # "123456 kB"
+        kilobytes += int(value.split()[0]) if value else 0
+    return kilobytes * 1024 / 1e6
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Proportional memory of these processes together, in MB: each shared page divided among the processes that map it.
+    RSS counts torch's libraries and the memory-mapped dataset once in the server and again in its training process;
+    summed over every process of the machine, PSS is the memory they take."""
+    kilobytes = 0
+    for pid in pids:
+        value = _proc_field(pid, "Pss", "smaps_rollup")
         kilobytes += int(value.split()[0]) if value else 0
     return kilobytes * 1024 / 1e6
 
@@ -463,6 +474,7 @@ class Report:
     cpu_cores: int  # of the machine
     cpu_used: dict  # busy cores on average during the load: server, load generator, other
     server_alive: bool
+    pss_before_mb: float = 0.0  # warm, as rss_before_mb, with shared pages counted once (pss_mb)
     by_kind: dict = field(default_factory=dict)  # kind -> count, errors, median_s, max_s
     error_samples: list = field(default_factory=list)
 
@@ -497,7 +509,7 @@ async def load_test(server: Server, sessions: int, seconds: float, ramp: float, 
             alone_start = run_progress(server.runs_dir)
             await asyncio.sleep(6)
             before = run_progress(server.runs_dir)
-            rss_before = rss_mb(sampler.server_pids())
+            rss_before, pss_before = rss_mb(sampler.server_pids()), pss_mb(sampler.server_pids())
 
             log(f"{sessions} sessions for {seconds:.0f} s (ramp-up {ramp:.0f} s, {timeout_s:.0f} s timeout per request)")
             stop = asyncio.Event()
@@ -526,7 +538,7 @@ async def load_test(server: Server, sessions: int, seconds: float, ramp: float, 
         median_s=round(statistics.median(r.seconds for r in requests), 2), p95_s=round(percentile([r.seconds for r in requests], 0.95), 2),
         slowest_s=round(slowest.seconds, 2), slowest_kind=slowest.kind,
         rss_idle_mb=round(rss_idle), rss_before_mb=round(rss_before), rss_peak_mb=round(peak), rss_after_mb=round(rss_after),
-        mb_per_session=round((peak - rss_before) / sessions, 1),
+        pss_before_mb=round(pss_before), mb_per_session=round((peak - rss_before) / sessions, 1),
         run_state=after.state if after else "none", training_steps=(after.step - before.step) if after and before else 0,
         images_per_second=round(images_per_second(before, after)), images_per_second_alone=round(images_per_second(alone_start, before)),
         cpu_cores=os.cpu_count() or 0, cpu_used=cores, server_alive=alive(server.pid), by_kind=summarize(requests),
@@ -598,6 +610,7 @@ def table(report: Report) -> str:
         ("Latency, median / 95th percentile", f"{report.median_s:.1f} s / {report.p95_s:.1f} s"),
         ("Slowest request", f"{report.slowest_s:.1f} s ({report.slowest_kind})"),
         ("Server memory (RSS), idle / warm before sessions", f"{report.rss_idle_mb:,.0f} MB / {report.rss_before_mb:,.0f} MB"),
+        ("Server memory (PSS: shared pages counted once), warm before sessions", f"{report.pss_before_mb:,.0f} MB"),
         ("Server memory (RSS), peak under load", f"{report.rss_peak_mb:,.0f} MB (+{report.mb_per_session} MB per session)"),
         ("Server memory (RSS), 5 s after the sessions closed", f"{report.rss_after_mb:,.0f} MB"),
         ("Training during the load", f"{report.training_steps:,} steps, run {report.run_state}"),

@@ -65,9 +65,6 @@ def env(monkeypatch, tmp_path, cifar_dir, checkpoint):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     yield values
-    registry = _resources._registry(os.environ["LENET_RUNS"], os.environ["LENET_DATA"])
-    registry.stop()
-    registry.wait(30)
 
 
 @pytest.fixture

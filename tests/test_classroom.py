@@ -7,7 +7,6 @@ would); lenet.classroom is tested on real run folders, a real flock held as the 
 
 import fcntl
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -50,9 +49,6 @@ def env(monkeypatch, tmp_path, cifar_dir):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LENET_TEACHER_PIN", raising=False)
     yield values
-    registry = _resources._registry(os.environ["LENET_RUNS"], os.environ["LENET_DATA"])
-    registry.stop()
-    registry.wait(30)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ the page shows them: the logits, and the worked example's value.
 """
 
 import io
-import os
 import shutil
 import time
 from pathlib import Path
@@ -34,9 +33,6 @@ def env(monkeypatch, tmp_path, cifar_dir):
     monkeypatch.setenv("LENET_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LENET_CHECKPOINT", str(SHIPPED))
     yield
-    registry = _resources._registry(os.environ["LENET_RUNS"], os.environ["LENET_DATA"])
-    registry.stop()
-    registry.wait(30)
 
 
 @pytest.fixture

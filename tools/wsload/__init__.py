@@ -102,6 +102,7 @@ from tests.loadtest import (
     load_test_arguments,
     percentile,
     photo,
+    pss_mb,
     report_and_verdict,
     report_progress,
     rss_mb,
@@ -936,7 +937,7 @@ async def load_test(server: Server, sessions: int, seconds: float, ramp: float, 
         alone_start = run_progress(server.runs_dir)
         await asyncio.sleep(6)
         before = run_progress(server.runs_dir)
-        rss_before = rss_mb(sampler.server_pids())
+        rss_before, pss_before = rss_mb(sampler.server_pids()), pss_mb(sampler.server_pids())
 
         log(f"{sessions} websocket sessions for {seconds:.0f} s (ramp-up {ramp:.0f} s, {timeout:.0f} s timeout per request)")
         stop = asyncio.Event()
@@ -955,7 +956,7 @@ async def load_test(server: Server, sessions: int, seconds: float, ramp: float, 
     peak = max([rss_before, *sampler.rss])
     figures = {
         "sessions": sessions, "live_updates": live_updates, "load_seconds": round(load_seconds, 1),
-        "rss_idle_mb": round(rss_idle), "rss_before_mb": round(rss_before), "rss_peak_mb": round(peak),
+        "rss_idle_mb": round(rss_idle), "rss_before_mb": round(rss_before), "rss_peak_mb": round(peak), "pss_before_mb": round(pss_before),
         "rss_after_mb": round(rss_mb(sampler.server_pids()) if alive(server.pid) else 0.0),
         "mb_per_session": round((peak - rss_before) / sessions, 1), "run_state": after.state if after else "none",
         "training_steps": (after.step - before.step) if after and before else 0,
