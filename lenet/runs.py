@@ -333,6 +333,7 @@ class _ActiveRun:
         self.last_flush = 0.0
         self.logged = 0  # how many of the snapshot's steps and epochs metrics.jsonl holds
         self.run_lock = None  # the flock on the run folder, held while this process trains it
+        self.ended = False  # its state is final: a warm process may be made for the next run
 
     def copy(self) -> RunSnapshot:
         with self.lock:
@@ -346,7 +347,7 @@ class RunRegistry:
     reads that folder's tensor cache itself; without, the data is sent to it as arrays. threads: the training
     process's CPU threads (default: every core); nice: how much it yields the CPU to this process's own work.
     warm (with data_dir): keep a training process started and ready, once the data is loaded, so a Start trains at
-    once; it costs an idle process (about 300 MB, mostly torch's libraries, shared with nothing).
+    once; it costs an idle process (about 490 MB PSS: torch, its compiler stack, Captum), never two during a run.
     """
 
     def __init__(self, runs_dir: Path | str, load_data: Callable[[], CIFAR10], threads: int | None = None, data_source: str = "",
@@ -447,7 +448,10 @@ class RunRegistry:
             except Exception:  # noqa: BLE001 - no data, no warm process: a Start says why
                 return
             with self._lock:
-                if self.warm and self._warm is None:  # named apart: it waits, trains nothing until a Start gives it a run
+                # Not while a run trains (a Start that came before this process was ready made its own): two torch
+                # processes would hold about 500 MB more until the run ends, which makes the next warm one anyway.
+                training = self._active is not None and not self._active.ended
+                if self.warm and self._warm is None and not training:  # named apart: it trains nothing until a Start
                     self._warm = _TrainingProcess(self.data_dir, self.threads, self.nice, name="warm-training-process")
 
         threading.Thread(target=make, name="warm-trainer", daemon=True).start()
@@ -520,6 +524,7 @@ class RunRegistry:
         except OSError:
             pass  # the run folder itself is gone or unwritable; the in-memory snapshot still says what happened
         active.run_lock.close()
+        active.ended = True
         if self.warm:
             self._warm_up()  # ready for the next Start
 

@@ -91,6 +91,29 @@ def test_a_warm_training_process_trains_the_same_run_and_a_new_one_waits_after_i
     assert not warm.warm_ready(1) and warm._warm is None  # other tests' registries may keep theirs
 
 
+def test_a_start_before_the_warm_process_is_made_leaves_one_training_process_until_the_run_ends(tmp_path, small, cifar_dir):
+    """A teacher clicks Start while the server still loads the data: that run makes its own process, and no idle warm
+    one (about 500 MB) waits beside it; the next one is made when the run ends."""
+    import threading
+
+    loaded = threading.Event()
+
+    def load_data():
+        loaded.wait(60)
+        return small
+
+    registry = RunRegistry(tmp_path / "runs", load_data, threads=1, data_dir=cifar_dir, warm=True)
+    run_id = registry.start(preset("walkthrough", train_subset=2_000, epochs=50))  # before any warm process exists
+    loaded.set()
+    wait_until(lambda: registry.active().steps, what="a first step")
+    time.sleep(1)  # the warm-up thread has had the data as long as the run has
+    assert registry._warm is None
+    registry.stop(timeout=30)
+    assert registry.snapshot(run_id).state == STOPPED
+    assert registry.warm_ready(120), "no warm training process after the run ended"
+    registry.close()
+
+
 def test_each_epoch_keeps_its_weights_and_the_live_view_shows_the_panel(tmp_path, small):
     registry = RunRegistry(tmp_path / "runs", lambda: small, threads=1)
     run_id = registry.start(preset("quick", epochs=2, train_subset=2_000, batch_size=32))
