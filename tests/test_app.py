@@ -33,17 +33,11 @@ from lenet.service import BUSY, ERROR
 from lenet.train import preset, train
 from pages import _charts, _code, _resources
 from pages._format import percent
+from tests.waiting import wait_until
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "lenet5-cifar10.pt"
 PAGES = ["overview", "dataset", "model", "train", "evaluate", "classify"]
-
-
-def until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +76,7 @@ def open_page(name: str, theme: str | None = None) -> AppTest:
     if theme is not None:
         at.context = {"theme": theme}
     at.run()
-    until(lambda: not _resources.dataset_service().status().busy)
+    wait_until(lambda: not _resources.dataset_service().status().busy)
     at.switch_page(f"pages/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -164,7 +158,7 @@ def test_download_without_network_says_so(no_data, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", f"http://127.0.0.1:{port}/cifar-10-python.tar.gz")
     at = open_page("dataset")
     next(b for b in at.button if b.label == "Download CIFAR-10 (170 MB)").click().run()
-    until(lambda: _resources.dataset_service().status().state not in BUSY)
+    wait_until(lambda: _resources.dataset_service().status().state not in BUSY)
     at.run()
     assert _resources.dataset_service().status().state == ERROR
     assert len(at.error) == 1 and "Could not download CIFAR-10" in at.error[0].value
@@ -223,7 +217,7 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     registry = _resources.registry()
     run = registry.active()
     assert run is not None and run.state in LIVE_STATES and at.selectbox(key="run").value == run.id
-    until(lambda: registry.snapshot(run.id).steps)
+    wait_until(lambda: registry.snapshot(run.id).steps)
 
     # A second start while it trains: told so, and offered to watch it.
     at.button(key="start").click().run()
@@ -239,7 +233,7 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     assert not at.exception and not at.error
 
     at.button(key="resume").click().run()
-    until(lambda: registry.snapshot(run.id).state == "running")
+    wait_until(lambda: registry.snapshot(run.id).state == "running")
     registry.stop(timeout=5)
     at.run()
     assert registry.snapshot(run.id).state == STOPPED and not at.exception
@@ -272,7 +266,7 @@ def test_a_run_that_tests_every_n_images_shows_those_points_on_the_accuracy_char
     at.button(key="start").click().run()
     registry = _resources.registry()
     run = registry.active()
-    until(lambda: registry.snapshot(run.id).state == FINISHED)
+    wait_until(lambda: registry.snapshot(run.id).state == FINISHED)
     at.run()
     assert not at.exception and not at.error
     chart = next(c for c in at.get("vega_lite_chart") if "Accuracy while training" in c.proto.spec)

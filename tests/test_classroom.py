@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,12 @@ from lenet.classroom import (
 )
 from lenet.runs import LIVE_STATES, STOPPED
 from pages import _resources
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
 PIN = "2468"
 SMALL_RUN = {"train_subset-quick": 2000, "epochs-quick": 200}  # long enough to be watched, stopped at once
-
-
-def until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -64,7 +57,7 @@ def session(page: str = "train", query: dict | None = None, theme: str | None = 
     if theme:
         at.context["theme"] = theme
     at.run()
-    until(lambda: not _resources.dataset_service().status().busy)
+    wait_until(lambda: not _resources.dataset_service().status().busy)
     at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -125,7 +118,7 @@ def test_students_watch_the_teachers_run_live_without_its_controls(pin):
     assert "You are the teacher" in captions(teacher)
     run = start_small_run(teacher)
     registry = _resources.registry()
-    until(lambda: registry.snapshot(run.id).steps)
+    wait_until(lambda: registry.snapshot(run.id).steps)
 
     student = session(theme="dark")
     assert "The teacher controls the runs" in captions(student)
@@ -136,7 +129,7 @@ def test_students_watch_the_teachers_run_live_without_its_controls(pin):
     assert "stop" in button_keys(teacher)
 
     # The live inside view arrives within a few seconds: conv1's filters and the ten-image panel.
-    until(lambda: registry.snapshot(run.id).live_view is not None, timeout=30)
+    wait_until(lambda: registry.snapshot(run.id).live_view is not None, timeout=30)
     student.run()
     inside = [h.proto.body for h in student.get("html") if "conv1" in h.proto.body]
     assert len(inside) == 1 and inside[0].count("<figure") == 10

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import string
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +27,7 @@ from lenet.service import DatasetService
 from lenet.train import ConfigError, TrainConfig, preset
 from pages import _i18n, _resources
 from pages._format import duration, number, percent, points, with_article
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
@@ -300,13 +300,6 @@ def english_left(texts: list[str], korean) -> list[str]:
     return sorted(left)
 
 
-def until(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, cifar_dir):
     """The real data, a runs folder with one short finished run (two epochs, so the Inside page's time machine shows),
@@ -317,7 +310,7 @@ def env(tmp_path_factory, cifar_dir):
     os.environ.pop("LENET_CHECKPOINT", None)
     registry = _resources._registry(str(runs), str(cifar_dir))
     run_id = registry.start(preset("quick", train_subset=1000, epochs=2))
-    until(lambda: not registry.snapshot(run_id).live)
+    wait_until(lambda: not registry.snapshot(run_id).live, timeout=120)
     yield {"run": run_id}
     registry.stop()
     registry.wait(30)
@@ -335,7 +328,7 @@ def open_page(name: str, lang: str | None = None, locale: str | None = None) -> 
     if locale is not None:
         at.context = {"locale": locale}
     at.run()
-    until(lambda: not _resources.dataset_service().status().busy)
+    wait_until(lambda: not _resources.dataset_service().status().busy, timeout=120)
     at.switch_page(f"pages/{name}.py").run()
     if name == "classify":  # a test image, so the answer and its chart show
         at.segmented_control(key="source").set_value("A test image").run()

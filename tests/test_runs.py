@@ -20,6 +20,7 @@ from lenet.checkpoint import load_checkpoint
 from lenet.data import CIFAR10
 from lenet.runs import DAMAGED, FAILED, FINISHED, INTERRUPTED, LIVE_STATES, RUNNING, STOPPED, RunError, RunInProgress, RunRegistry
 from lenet.train import preset
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGES = torch.arange(0, 10_000, 20)  # 500 real test images, 50 of each class: an epoch's test takes milliseconds
@@ -40,14 +41,6 @@ def registry(runs_dir, small):
     registry = RunRegistry(runs_dir, lambda: small, threads=1)
     yield registry
     registry.stop(timeout=10)  # never leave a run training into the next test
-
-
-def wait_until(predicate, timeout=30.0, interval=0.005, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(interval)
 
 
 def training_processes() -> list:

@@ -14,6 +14,7 @@ from lenet.data import CIFAR10
 from lenet.events import Step
 from lenet.runs import FAILED, FINISHED, RUNNING, STOPPED, RunInProgress, RunRegistry
 from lenet.train import preset
+from tests.waiting import wait_until
 
 TEST_IMAGES = torch.arange(0, 10_000, 20)
 
@@ -21,13 +22,6 @@ TEST_IMAGES = torch.arange(0, 10_000, 20)
 @pytest.fixture(scope="module")
 def small(cifar):
     return CIFAR10(cifar.train, cifar.test.subset(TEST_IMAGES), cifar.source)
-
-
-def wait_until(predicate, timeout=60.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.01)
 
 
 def training_processes() -> list:
