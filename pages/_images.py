@@ -56,9 +56,15 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 def stretched(values: torch.Tensor, columns: int = 8, padding: int = 0) -> Image.Image:
     """Float images (C x H x W, or N of them) each stretched to its own full range, to show values that are not pixels
-    (normalized inputs, weights): make_grid's normalize with scale_each, padded in white."""
-    grid = make_grid(values.detach().float().cpu(), nrow=columns, padding=padding, normalize=True, scale_each=True, pad_value=1.0)
-    return to_pil((grid * 255).round().to(torch.uint8))
+    (normalized inputs, weights): make_grid's normalize with scale_each. The padding between them is transparent, so
+    they sit on the page's own background: white there was a white block in the dark theme."""
+    values = values.detach().float().cpu()
+    pixels = (make_grid(values, nrow=columns, padding=padding, normalize=True, scale_each=True) * 255).round().to(torch.uint8)
+    if not padding:
+        return to_pil(pixels)
+    batch = values if values.dim() == 4 else values.unsqueeze(0)
+    opaque = make_grid(torch.full_like(batch[:, :1], 255).expand(-1, 3, -1, -1), nrow=columns, padding=padding, pad_value=0)[:1]
+    return Image.fromarray(torch.cat([pixels, opaque.to(torch.uint8)]).permute(1, 2, 0).contiguous().numpy(), "RGBA")
 
 
 def upscale(image: Image.Image, side: int) -> Image.Image:

@@ -9,6 +9,7 @@ The form is built from TrainConfig's own option metadata, as the command line's 
 
 import base64
 import io
+import math
 import time
 
 import altair as alt
@@ -413,7 +414,17 @@ def curves(run_id: str, version: tuple, language: str, _run: RunSnapshot) -> tup
     loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.steps_per_epoch or 1)) if _run.steps else None
     every = _run.config.get("test_every")
     every = every if isinstance(every, int) and not isinstance(every, bool) else 0
-    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.accuracies, _run.progress.epochs, every))
+    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.accuracies, epochs_on_the_charts(_run), every))
+
+
+def epochs_on_the_charts(run: RunSnapshot) -> int:
+    """The accuracy chart's epoch axis: the planned epochs while the run trains (its points fill the chart as it goes),
+    only those it trained once it ended short (a run stopped at epoch 5 of 300 drew one point at the left edge, beside
+    a loss chart whose axis ends at 5)."""
+    progress = run.progress
+    if run.live or not progress.steps_per_epoch:
+        return progress.epochs
+    return max(1, min(progress.epochs, math.ceil(progress.step / progress.steps_per_epoch)))
 
 
 def curves_version(run: RunSnapshot) -> tuple:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import socket
@@ -231,6 +232,12 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     assert stopped.state == STOPPED and stopped.checkpoint is not None
     assert "Stopped at step" in at.get("progress")[0].proto.text
     assert not at.exception and not at.error
+    # Stopped at a few of its 200 epochs: the accuracy chart's axis ends where the training did, not at epoch 200.
+    accuracy = json.loads(next(c for c in at.get("vega_lite_chart") if "Accuracy after each epoch" in c.proto.spec).proto.spec)
+    trained = math.ceil(stopped.progress.step / stopped.progress.steps_per_epoch)
+    x_axes = [layer.get("encoding", {}).get("x", {}) for layer in accuracy["layer"]]
+    axes = [x["scale"]["domain"] for x in x_axes if x.get("field") == "epoch"]
+    assert trained < 200 and axes == [[0, trained]], axes
 
     at.button(key="resume").click().run()
     wait_until(lambda: registry.snapshot(run.id).state == "running")

@@ -5,14 +5,19 @@ The app runs through AppTest (the real app.py router, two sessions sharing one s
 would); lenet.classroom is tested on real run folders, a real flock held as the trainer holds it.
 """
 
+import base64
 import fcntl
+import io
 import json
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from lenet.classroom import (
@@ -134,6 +139,11 @@ def test_students_watch_the_teachers_run_live_without_its_controls(pin):
     inside = [h.proto.body for h in student.get("html") if "conv1" in h.proto.body]
     assert len(inside) == 1 and inside[0].count("<figure") == 10
     assert "#4ade80" in inside[0] or "#f87171" in inside[0]  # right and wrong in the dark theme's green and red
+    # conv1's filters sit on the page's own background: the padding around them is transparent, not a white frame.
+    encoded = re.search(r'lv-filters.*?src="data:image/png;base64,([^"]+)"', inside[0], re.S).group(1)
+    filters = np.array(Image.open(io.BytesIO(base64.b64decode(encoded))))
+    assert filters.shape[2] == 4 and filters[0, :, 3].max() == 0 and filters[:, 0, 3].max() == 0
+    assert filters[..., 3].max() == 255
     teacher.run()
     in_light = [h.proto.body for h in teacher.get("html") if "conv1" in h.proto.body][0]
     assert "#15803d" in in_light or "#b91c1c" in in_light
