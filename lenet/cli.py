@@ -113,7 +113,7 @@ def train_command(args) -> int:
     if args.export is not None and args.export.is_dir():
         raise ConfigError(f"--export {args.export} is a folder: give a file name, for example {args.export / 'model.pt'}")
     data_dir = args.data or default_data_dir()
-    data = load_cifar10(data_dir)  # before the run starts: a missing data folder fails here, with its message
+    data = load_data(data_dir)  # before the run starts: a missing data folder fails here, with its message
     # Tiny batches gain nothing from a second thread, and lose badly when another process wants the cores.
     batch_size = (config or TrainConfig()).batch_size
     threads = args.threads or (1 if batch_size <= 16 else default_threads())
@@ -169,6 +169,26 @@ class ProgressPrinter:
             print(line, file=self.stream, flush=True)
 
 
+class DecodingBar:
+    """The first load of an image folder decodes every image: a bar redrawn in place on a terminal, one line per split
+    in a log. Nothing is drawn when the tensor cache is fresh (nothing is decoded)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+
+    def __call__(self, fraction: float, message: str) -> None:
+        width, done = 30, fraction >= 1.0
+        if self.stream.isatty():
+            filled = int(width * fraction)
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {message} ", end="\n" if done else "", file=self.stream, flush=True)
+        elif done:
+            print(message, file=self.stream, flush=True)
+
+
+def load_data(data_dir: Path):
+    return load_cifar10(data_dir, progress=DecodingBar())
+
+
 def export(run, data, path: Path) -> None:
     """The run's final checkpoint at path, and a model card (path with .json) measured on the test set."""
     import shutil
@@ -206,7 +226,7 @@ def evaluate_command(args) -> int:
 
     checkpoint = args.checkpoint or default_checkpoint()
     model, meta = load_model(checkpoint)
-    data = load_cifar10(args.data or default_data_dir())
+    data = load_data(args.data or default_data_dir())
     result = evaluate(model, data.test, meta["normalization"])
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), **result.to_dict()}))
@@ -257,7 +277,7 @@ def info_command(args) -> int:
 def download_command(args) -> int:
     data_dir = args.data or default_data_dir()
     download_cifar10(data_dir)  # torchvision draws its own progress bar
-    data = load_cifar10(data_dir)
+    data = load_data(data_dir)
     print(f"CIFAR-10 ready in {data_dir}: {len(data.train):,} training and {len(data.test):,} test images")
     return 0
 

@@ -75,7 +75,7 @@ class DatasetService:
             if detect_layout(self.data_dir) is None:
                 self._set(ABSENT, self._absent_message())
                 return False
-            self._set(LOADING, f"Loading CIFAR-10 from {self.data_dir} (the first time decodes every image: about a minute)")
+            self._set(LOADING, f"Loading CIFAR-10 from {self.data_dir} (the first time decodes every image: a progress bar follows)")
         self._spawn(self._load_now, "cifar10-load")
         return True
 
@@ -108,12 +108,13 @@ class DatasetService:
         self._load_now()
 
     def _load_now(self) -> None:
-        self._finish(self._load(self.data_dir), None)
+        self._finish(self._load(self.data_dir, progress=self._on_progress), None)
 
     def _on_progress(self, fraction: float, message: str) -> None:
+        """The downloader's and the decoder's reports, for the pages' progress bar."""
         with self._changed:
-            if self._state == DOWNLOADING:
-                self._set(DOWNLOADING, message, fraction=fraction)
+            if self._state in BUSY:
+                self._set(self._state, message, fraction=fraction)
 
     def _finish(self, data: CIFAR10 | None, error: str | None) -> None:
         with self._changed:

@@ -132,10 +132,11 @@ ENGINE_SENTENCES = (
     N_("No CIFAR-10 in {folder}: expected cifar-10-batches-py/ or train/<class>/ and test/<class>/ folders. Download it "
        "(python -m lenet download, or the Dataset page) or point --data / LENET_DATA at a copy."),
     N_("No CIFAR-10 in {folder}"),
-    N_("Loading CIFAR-10 from {folder} (the first time decodes every image: about a minute)"),
+    N_("Loading CIFAR-10 from {folder} (the first time decodes every image: a progress bar follows)"),
     N_("Starting the download of CIFAR-10"),
     N_("Downloading CIFAR-10: {done} of {total} MB"),
     N_("Downloaded; decoding CIFAR-10"),
+    N_("Decoding CIFAR-10 from {folder}: {done} of {total} images"),
     N_("CIFAR-10 is ready"),
     N_("{train} training and {test} test images ({layout} at {folder})"),
     N_("CIFAR-10 could not be loaded"),

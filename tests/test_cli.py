@@ -14,6 +14,7 @@ from lenet.data import CLASSES
 from lenet.evaluate import evaluate
 from lenet.inference import NORMALIZATIONS
 from lenet.train import preset, train
+from tests.test_data_folders import make_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,18 @@ def test_evaluate_json_matches_the_library(small_checkpoint, cifar_dir, cifar):
     assert 0.0 <= report["accuracy"] <= 1.0 and set(report["per_class"]) == set(CLASSES)
     expected = evaluate(model, cifar.test, NORMALIZATIONS[preset("quick").normalization])
     assert abs(report["accuracy"] - expected.accuracy) < 1e-6
+
+
+def test_a_first_load_of_an_image_folder_reports_its_decoding(small_checkpoint, tmp_path):
+    """Not a terminal here, so one line per split once it is decoded; the second run reads the cache and says nothing."""
+    data = make_tree(tmp_path / "data")
+    env = {"LENET_CACHE": str(tmp_path / "cache")}
+    first = lenet("evaluate", "--checkpoint", small_checkpoint[0], "--data", data, env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"Decoding CIFAR-10 from {data / 'train'}: 30 of 30 images" in first.stderr.splitlines()
+    assert f"Decoding CIFAR-10 from {data / 'test'}: 20 of 20 images" in first.stderr.splitlines()
+    again = lenet("evaluate", "--checkpoint", small_checkpoint[0], "--data", data, env=env)
+    assert again.returncode == 0 and "Decoding" not in again.stderr
 
 
 def test_predict_reports_bad_files_in_one_line_and_goes_on(small_checkpoint, tmp_path):

@@ -1,6 +1,7 @@
 """Image-folder trees (train/<class>/*, test/<class>/*) that the tests write: decoded, validated, cached and re-read."""
 
 import os
+import shutil
 import threading
 import time
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lenet.data import CLASSES, DataError, load_cifar10
+import lenet.data
+from lenet.data import CLASSES, SMALL_JPEG_BYTES, DataError, load_cifar10
 
 
 def _color(split: str, label: int, index: int) -> tuple[int, int, int]:
@@ -92,6 +94,39 @@ def test_images_of_other_sizes_are_refused_naming_one_and_the_count(tree):
     _write_image(tree / "train" / "dog" / "wide.png", (10, 120, 240), size=(33, 32))
     message = _assert_data_error(tree, cat / "big.png", "64 x 48 pixels", f"3 images in {tree / 'train'} are not 32 x 32", "Resize")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("side", [48, 600])
+def test_jpegs_of_another_size_are_refused_whichever_decoder_reads_them(tree, side):
+    """A small JPEG is decoded by torchvision, then its size checked; one over SMALL_JPEG_BYTES goes to PIL, which reads
+    the size before decoding anything."""
+    path = tree / "train" / "cat" / "big.jpg"
+    noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, quality=100)
+    assert (path.stat().st_size > SMALL_JPEG_BYTES) == (side == 600)
+    _assert_data_error(tree, path, f"{side} x {side} pixels", "not 32 x 32")
+
+
+def test_real_jpegs_decode_to_pils_pixels_and_each_split_reports_its_progress(tmp_path, cifar_dir, monkeypatch):
+    root = tmp_path / "data"
+    for split, count in (("train", 30), ("test", 10)):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for source in sorted((cifar_dir / split / name).iterdir())[:count]:
+                shutil.copy(source, root / split / name / source.name)
+    monkeypatch.setattr(lenet.data, "DECODE_CHUNK", 64)  # several chunks, so several reports
+    reports = []
+    data = load_cifar10(root, progress=lambda fraction, message: reports.append((fraction, message)))
+    files = [path for name in CLASSES for path in sorted((root / "train" / name).iterdir())]
+    by_pil = np.stack([np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1) for path in files])
+    assert torch.equal(data.train.images, torch.from_numpy(by_pil))
+    train = [fraction for fraction, message in reports if str(root / "train") in message]
+    assert train == sorted(train) and len(train) == 5 and train[-1] == 1.0
+    assert reports[-1] == (1.0, f"Decoding CIFAR-10 from {root / 'test'}: 100 of 100 images")
+    assert ("Decoding CIFAR-10 from " + str(root / "train") + ": 300 of 300 images") in [m for _, m in reports]
+    assert len(reports) == 5 + 2  # 300 training images in chunks of 64, then 100 test images
+    load_cifar10(root, progress=lambda fraction, message: reports.append((fraction, message)))
+    assert len(reports) == 7  # the second load reads the cache: nothing decoded, nothing reported
 
 
 def test_one_image_of_another_size_is_refused_in_the_singular(tree):

@@ -52,7 +52,7 @@ def test_the_real_dataset_loads_in_the_background(cifar_dir):
 def test_get_answers_at_once_while_loading(cifar_dir):
     release = threading.Event()
 
-    def slow_load(data_dir):
+    def slow_load(data_dir, progress=None):
         release.wait(10)
         return load_cifar10(data_dir)
 
@@ -101,7 +101,7 @@ def test_download_progress_is_published_then_the_data_loads(tmp_path, cifar_dir)
 
 
 def test_an_unexpected_failure_becomes_an_error_state(tmp_path, cifar_dir):
-    def broken(data_dir):
+    def broken(data_dir, progress=None):
         raise MemoryError("no room")
 
     service = DatasetService(cifar_dir, load=broken)
@@ -109,3 +109,18 @@ def test_an_unexpected_failure_becomes_an_error_state(tmp_path, cifar_dir):
     until(lambda: not service.status().busy)
     assert service.status().state == ERROR
     assert "MemoryError: no room" in service.status().message
+
+
+def test_a_cold_load_publishes_how_far_decoding_is(cifar_dir, tmp_path, monkeypatch):
+    """The pages draw a progress bar from it while the first load decodes the 60,000 images."""
+    monkeypatch.setenv("LENET_CACHE", str(tmp_path / "cache"))
+    service = DatasetService(cifar_dir)
+    service.start_loading()
+    seen = set()
+    while (status := service.status()).busy:
+        if status.fraction is not None:
+            seen.add((status.fraction, status.message))
+        time.sleep(0.002)
+    assert service.status().state == READY
+    assert len(seen) >= 3, seen  # 50,000 training images report every 2,048
+    assert all(message.startswith(f"Decoding CIFAR-10 from {cifar_dir}") and 0 < fraction <= 1 for fraction, message in seen)
