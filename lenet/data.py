@@ -376,17 +376,31 @@ SMALL_JPEG_BYTES = 64 * 1024
 DECODE_CHUNK = 2048  # images a worker decodes between two progress reports
 
 
-def _decode_small_jpeg(path: str) -> np.ndarray | None:
-    """libjpeg-turbo through torchvision, without PIL's per-file overhead (opening, format probing, converting): the
-    same pixels as _decode_one, about twice as fast. Anything it cannot decode goes to _decode_one, which says why."""
+def _decode_small_jpegs(paths: list[str]) -> list[np.ndarray | None]:
+    """libjpeg-turbo through torchvision's decode_jpeg on a whole list, without PIL's per-file overhead (opening, format
+    probing, converting): the same pixels as _decode_one, about twice as fast. None for an image not 32 x 32; a file
+    it cannot decode goes to _decode_one, which decodes it (a PNG named .jpg) or says why not."""
     # Imported here: the training process never decodes, nor pays for it. torchvision 0.29 marks its decoders as
-    # deprecated in favour of TorchCodec (a warning at this import); they are libjpeg-turbo's, as PIL's are.
+    # deprecated in favour of TorchCodec (a warning per call: one per list here); they are libjpeg-turbo's, as PIL's are.
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    contents = []
+    for path in paths:
+        with open(path, "rb") as file:
+            contents.append(torch.frombuffer(bytearray(file.read()) or bytearray(1), dtype=torch.uint8))
+    try:
+        decoded = decode_jpeg(contents, mode=ImageReadMode.RGB)
+    except RuntimeError:  # one file that is no JPEG fails the list: the list again, one by one
+        return [_decode_small_jpegs_one(path, data) for path, data in zip(paths, contents, strict=True)]
+    return [pixels.numpy() if pixels.shape == (3, 32, 32) else None for pixels in decoded]
+
+
+def _decode_small_jpegs_one(path: str, data: torch.Tensor) -> np.ndarray | None:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
-        with open(path, "rb") as file:
-            pixels = decode_jpeg(torch.frombuffer(bytearray(file.read()), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError):
+        pixels = decode_jpeg(data, mode=ImageReadMode.RGB)
+    except RuntimeError:
         return _decode_one(path)
     return pixels.numpy() if pixels.shape == (3, 32, 32) else None
 
@@ -402,8 +416,13 @@ def _decode_files(split_dir: Path, stamps: list[tuple[str, int, int]], labels: l
     def decode(start: int) -> None:
         nonlocal done
         stop = min(start + DECODE_CHUNK, len(files))
+        jpegs = [i for i in range(start, stop) if fast[i]]
+        if jpegs:
+            for i, array in zip(jpegs, _decode_small_jpegs([files[i] for i in jpegs]), strict=True):
+                arrays[i] = array
         for i in range(start, stop):
-            arrays[i] = _decode_small_jpeg(files[i]) if fast[i] else _decode_one(files[i])
+            if not fast[i]:
+                arrays[i] = _decode_one(files[i])
         with lock:
             done += stop - start
             if progress:
