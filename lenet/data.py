@@ -384,25 +384,22 @@ def _decode_small_jpegs(paths: list[str]) -> list[np.ndarray | None]:
     # deprecated in favour of TorchCodec (a warning per call: one per list here); they are libjpeg-turbo's, as PIL's are.
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    def decoded_or_none(data: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+        except RuntimeError:
+            return None
+
     contents = []
     for path in paths:
         with open(path, "rb") as file:
             contents.append(torch.frombuffer(bytearray(file.read()) or bytearray(1), dtype=torch.uint8))
     try:
         decoded = decode_jpeg(contents, mode=ImageReadMode.RGB)
-    except RuntimeError:  # one file that is no JPEG fails the list: the list again, one by one
-        return [_decode_small_jpegs_one(path, data) for path, data in zip(paths, contents, strict=True)]
-    return [pixels.numpy() if pixels.shape == (3, 32, 32) else None for pixels in decoded]
-
-
-def _decode_small_jpegs_one(path: str, data: torch.Tensor) -> np.ndarray | None:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    try:
-        pixels = decode_jpeg(data, mode=ImageReadMode.RGB)
-    except RuntimeError:
-        return _decode_one(path)
-    return pixels.numpy() if pixels.shape == (3, 32, 32) else None
+    except RuntimeError:  # one file that is no JPEG fails the whole list: the list again, one by one
+        decoded = [decoded_or_none(data) for data in contents]
+    return [_decode_one(path) if pixels is None else pixels.numpy() if pixels.shape == (3, 32, 32) else None
+            for path, pixels in zip(paths, decoded, strict=True)]
 
 
 def _decode_files(split_dir: Path, stamps: list[tuple[str, int, int]], labels: list[int], progress=None) -> Split:

@@ -60,11 +60,16 @@ def stretched(values: torch.Tensor, columns: int = 8, padding: int = 0) -> Image
     they sit on the page's own background: white there was a white block in the dark theme."""
     values = values.detach().float().cpu()
     pixels = (make_grid(values, nrow=columns, padding=padding, normalize=True, scale_each=True) * 255).round().to(torch.uint8)
+    return with_transparent_padding(pixels, values if values.dim() == 4 else values.unsqueeze(0), columns, padding)
+
+
+def with_transparent_padding(grid: torch.Tensor, batch: torch.Tensor, columns: int, padding: int) -> Image.Image:
+    """A uint8 make_grid of batch (nrow=columns, that padding) as an image whose padding is transparent."""
     if not padding:
-        return to_pil(pixels)
-    batch = values if values.dim() == 4 else values.unsqueeze(0)
-    opaque = make_grid(torch.full_like(batch[:, :1], 255).expand(-1, 3, -1, -1), nrow=columns, padding=padding, pad_value=0)[:1]
-    return Image.fromarray(torch.cat([pixels, opaque.to(torch.uint8)]).permute(1, 2, 0).contiguous().numpy(), "RGBA")
+        return to_pil(grid)
+    tiles = torch.full_like(batch[:, :1], 255, dtype=torch.uint8).expand(-1, 3, -1, -1)
+    opaque = make_grid(tiles, nrow=columns, padding=padding, pad_value=0)[:1]
+    return Image.fromarray(torch.cat([grid, opaque]).permute(1, 2, 0).contiguous().numpy(), "RGBA")
 
 
 def upscale(image: Image.Image, side: int) -> Image.Image:
@@ -82,9 +87,7 @@ def tiles(images: torch.Tensor, side: int) -> list[Image.Image]:
 def walkthrough_grid(images: torch.Tensor, factor: int = 3) -> Image.Image:
     """torchvision.utils.make_grid of a uint8 batch, 8 per row, as the walkthrough shows its batch, scaled up by a whole
     factor; the 2-pixel padding is transparent, so the grid sits on the page's own background, light or dark."""
-    pixels = make_grid(images, nrow=8, padding=2, pad_value=0)
-    opaque = make_grid(torch.full_like(images[:, :1], 255).expand(-1, 3, -1, -1), nrow=8, padding=2, pad_value=0)[:1]
-    grid = Image.fromarray(torch.cat([pixels, opaque]).permute(1, 2, 0).contiguous().numpy(), "RGBA")
+    grid = with_transparent_padding(make_grid(images, nrow=8, padding=2, pad_value=0), images, 8, 2)
     return grid.resize((grid.width * factor, grid.height * factor), Image.Resampling.NEAREST)
 
 

@@ -9,7 +9,6 @@ The form is built from TrainConfig's own option metadata, as the command line's 
 
 import base64
 import io
-import math
 import time
 
 import altair as alt
@@ -421,10 +420,7 @@ def epochs_on_the_charts(run: RunSnapshot) -> int:
     """The accuracy chart's epoch axis: the planned epochs while the run trains (its points fill the chart as it goes),
     only those it trained once it ended short (a run stopped at epoch 5 of 300 drew one point at the left edge, beside
     a loss chart whose axis ends at 5)."""
-    progress = run.progress
-    if run.live or not progress.steps_per_epoch:
-        return progress.epochs
-    return max(1, min(progress.epochs, math.ceil(progress.step / progress.steps_per_epoch)))
+    return run.progress.epochs if run.live else max(1, min(run.progress.epochs, run.progress.epoch))
 
 
 def curves_version(run: RunSnapshot) -> tuple:

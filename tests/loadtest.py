@@ -168,20 +168,20 @@ def descendants(pid: int) -> list[int]:
 
 def rss_mb(pids: list[int]) -> float:
     """Resident memory of these processes together, in MB (10^6 bytes)."""
-    kilobytes = 0
-    for pid in pids:
-        value = _proc_field(pid, "VmRSS")  # "123456 kB"
-        kilobytes += int(value.split()[0]) if value else 0
-    return kilobytes * 1024 / 1e6
+    return _summed_mb(pids, "VmRSS", "status")
 
 
 def pss_mb(pids: list[int]) -> float:
     """Proportional memory of these processes together, in MB: each shared page divided among the processes that map it.
     RSS counts torch's libraries and the memory-mapped dataset once in the server and again in its training process;
     summed over every process of the machine, PSS is the memory they take."""
+    return _summed_mb(pids, "Pss", "smaps_rollup")
+
+
+def _summed_mb(pids: list[int], name: str, file: str) -> float:
     kilobytes = 0
     for pid in pids:
-        value = _proc_field(pid, "Pss", "smaps_rollup")
+        value = _proc_field(pid, name, file)  # "123456 kB"
         kilobytes += int(value.split()[0]) if value else 0
     return kilobytes * 1024 / 1e6
 
