@@ -120,6 +120,7 @@ def _load(source, name: str | None) -> tuple[dict, LeNet5]:
     validate(entry, name)
     model = LeNet5()
     model.load_state_dict(entry["model"])
+    model.test_flips = uses_test_flips(entry["meta"])
     check_outputs(model.eval(), entry["meta"]["normalization"], name)
     return entry, model
 
@@ -226,6 +227,13 @@ def _reason(error: Exception) -> str:
 
 
 # -- the walkthrough's bare state_dict -----------------------------------------------------------------------
+
+
+def uses_test_flips(meta: dict) -> bool:
+    """Whether the model was tested, and so predicts, from each image and its mirror image together (its recipe's
+    test_flips); a bare state_dict or an older checkpoint predicts from the image alone."""
+    recipe = meta.get("recipe")
+    return isinstance(recipe, dict) and recipe.get("test_flips") is True
 
 
 def is_bare_state_dict(entry) -> bool:

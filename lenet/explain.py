@@ -22,7 +22,7 @@ from .model import LeNet5
 # What activations() returns, in the order the image flows through, with each stage's shape.
 STAGE_SHAPES = {
     "input": (3, 32, 32), "conv1": (6, 28, 28), "pool1": (6, 14, 14), "conv2": (16, 10, 10), "pool2": (16, 5, 5),
-    "fc1": (120,), "fc2": (84,), "logits": (10,), "probabilities": (10,),
+    "fc1": (120,), "fc2": (84,), "logits": (10,), "probabilities": (10,), "answer": (10,),
 }
 # The convolutions a worked example can show, and the stage each one reads from.
 CONV_INPUTS = {"conv1": "input", "conv2": "pool1"}
@@ -53,11 +53,15 @@ def activations(model: LeNet5, image: torch.Tensor, normalization: dict) -> dict
     """Every stage's output for one image, without the batch dimension, shapes as in STAGE_SHAPES.
 
     "input" is the normalized image the network reads; conv1 and conv2 are after their ReLU; "logits" are
-    exactly what model(input) gives (LeNet5.stages runs forward's own operations).
+    exactly what model.logits(input) gives (LeNet5.stages runs its own operations). "answer" holds the probabilities
+    the model answers with: "probabilities" themselves, or for a model with test-time flips those of the image and
+    its mirror image together.
     """
     x = _network_input(model, image, normalization)
     stages = model.stages(x)
-    result = {"input": x, **stages, "probabilities": stages["logits"].softmax(1)}
+    probabilities = stages["logits"].softmax(1)
+    answer = model(x).softmax(1) if model.test_flips and not model.training else probabilities
+    result = {"input": x, **stages, "probabilities": probabilities, "answer": answer}
     return {name: tensor[0].detach().cpu() for name, tensor in result.items()}
 
 
@@ -124,7 +128,7 @@ def worked_example(model: LeNet5, image: torch.Tensor, normalization: dict, laye
 
 
 def top_class(model: LeNet5, image: torch.Tensor, normalization: dict) -> int:
-    return int(activations(model, image, normalization)["logits"].argmax())
+    return int(activations(model, image, normalization)["answer"].argmax())
 
 
 def _target(model: LeNet5, image: torch.Tensor, normalization: dict, target: int | None) -> int:

@@ -2,9 +2,11 @@
 
     .pth   a plain state_dict for the walkthrough's own `Net` and its transforms (ToTensor, Normalize 0.5/0.5):
            net.load_state_dict(torch.load(OUT, weights_only=True)). A model trained with another normalization
-           has it folded into conv1, so it gives the same answers on the walkthrough's inputs.
+           has it folded into conv1, so it gives the same answers on the walkthrough's inputs (from the image
+           alone: a model tested with its mirror image too loses those test-time flips, which need code).
     .onnx  the model for any ONNX runtime: input "image", float32 N x 3 x 32 x 32, RGB in [0, 1] (the
-           normalization is inside the graph); output "logits", N x 10 in CIFAR-10's class order.
+           normalization, and a model's test-time flips, are inside the graph); output "logits", N x 10 in
+           CIFAR-10's class order.
     .py    one standalone script of plain PyTorch and torchvision that trains the run again: the same model,
            data, normalization, augmentation, optimizer, schedule, epochs and seed.
 
@@ -88,7 +90,11 @@ def export(checkpoint: str | Path, out: Path, runs: Path | None = None) -> str:
         atomic_write(out, lambda tmp: tmp.write_bytes(data))
     except OSError as error:
         raise ExportError(f"cannot write {out}: {error.strerror or error}") from None
-    return f"wrote {out}: {SUFFIXES[suffix]} of {path} ({len(data):,} bytes)"
+    said = f"wrote {out}: {SUFFIXES[suffix]} of {path} ({len(data):,} bytes)"
+    if suffix == ".pth" and model.test_flips:
+        said += ("; the model was tested with its mirror images too, which a state_dict cannot hold: the walkthrough's "
+                 "test loop sees each image alone (average net(x) and net(x.flip(3)) to predict as it was tested)")
+    return said
 
 
 def find_checkpoint(value: str | Path, runs: Path | None = None) -> tuple[Path, str | None]:
@@ -190,6 +196,7 @@ def onnx_bytes(model: nn.Module, meta: dict) -> bytes:
         "classes": json.dumps(list(CLASSES)),
         "input": "image: float32 N x 3 x 32 x 32, RGB, values in [0, 1] (ToTensor's range); normalization is inside",
         "normalization": json.dumps(meta["normalization"]),
+        "test_flips": json.dumps(bool(getattr(model, "test_flips", False))),  # inside the graph when true
         "source": "LeNet-5 on CIFAR-10, the PyTorch walkthrough's architecture",
     })
     onnx.checker.check_model(proto)
@@ -234,6 +241,7 @@ WEIGHT_DECAY = $weight_decay  # on the weights only, not the biases
 LABEL_SMOOTHING = $label_smoothing
 SUBSET, VALIDATION_SIZE = $train_subset, $validation_size  # train on SUBSET images (0: all), holding VALIDATION_SIZE out
 SEED = $seed
+TEST_FLIPS = $test_flips  # tested from each image and its mirror image together (their logits averaged)
 
 
 class Net(nn.Module):
@@ -360,7 +368,10 @@ def main():
     correct, total = 0, 0
     with torch.no_grad():
         for images, labels in testloader:
-            predicted = net(images.to(device)).argmax(1).cpu()
+            outputs = net(images.to(device))
+            if TEST_FLIPS:
+                outputs = (outputs + net(images.flip(3).to(device))) / 2
+            predicted = outputs.argmax(1).cpu()
             total += labels.size(0)
             correct += (predicted == labels).sum().item()
     print(f"Accuracy of the network on the {total} test images: {100 * correct / total:.2f} %")
@@ -400,6 +411,7 @@ def script_text(meta: dict, run_id: str | None = None, accuracy: float | None = 
         "train_subset": int(recipe["train_subset"]),
         "validation_size": int(recipe["validation_size"]),
         "seed": int(recipe["seed"]),
+        "test_flips": bool(recipe.get("test_flips", False)),
         "augmentation": _augmentation_code(recipe),
         "optimizer": _optimizer_code(recipe),
     }
@@ -426,6 +438,8 @@ def describe_recipe(recipe: dict, normalization: dict) -> str:
     parts.append("Normalize(0.5, 0.5)" if normalization == WALKTHROUGH_NORMALIZATION
                  else f"Normalize(mean {', '.join(f'{v:g}' for v in mean)}; std {', '.join(f'{v:g}' for v in std)})")
     parts.append(f"seed {recipe['seed']}")
+    if recipe.get("test_flips"):
+        parts.append("tested from each image and its mirror image (logits averaged)")
     return ", ".join(parts) + "."
 
 

@@ -83,6 +83,10 @@ class TrainConfig:
                            advanced=True)
     crop_padding: int = option(4, N_("Crop padding (pixels)"), N_("How far augmentation may shift an image; 0: flips only."),
                                low=0, high=8, advanced=True)
+    test_flips: bool = option(False, N_("Mirror at test time"),
+                              N_("Answer from each image and its mirror image together (their logits averaged): one to two "
+                                 "points more accuracy, for twice the work of each prediction. Training is unchanged."),
+                              advanced=True)
     normalization: str = option("walkthrough", N_("Normalization"),
                                 N_("walkthrough: pixels to -1..1; cifar10: each colour to mean 0, spread 1 over the training images."),
                                 choices=tuple(NORMALIZATIONS), advanced=True)
@@ -181,17 +185,19 @@ PRESETS = {
     #   plain momentum instead of Nesterov's: 50.4, 51.1%;  no weight decay nor label smoothing (warm-up 0.05): 51.8%
     #   Adam, lr 0.001 to 0.003, batch 16 to 64: 49.8 to 50.8%
     #   conv1 started as a whitening filter of the images' 5x5 patches: 54.5, 52.2, 55.5% (not kept: within the noise)
+    #   this preset, tested with flips (test_flips): 55.3, 55.7, 53.7% (kept: 1.3 points more on average)
     "frugal": TrainConfig(
         preset="frugal", epochs=1, train_subset=40_000, test_every=10_000, batch_size=32, optimizer="sgd", lr=0.03, momentum=0.9,
         nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.1, label_smoothing=0.1, normalization="cifar10",
+        test_flips=True,
     ),
-    # The most this architecture gives: augmentation, weight decay, one-cycle, label smoothing.
-    # Chosen on a 5,000-image validation split: a 2-pixel crop beats 4 pixels (too much shift for a net this small),
-    # and weight decay 1e-3 beats 5e-4.
+    # The most this architecture gives: augmentation, weight decay, one-cycle, label smoothing, test-time flips.
+    # Chosen on a 5,000-image validation split (seed 0): a 2-pixel crop beats 4 pixels (too much shift for a net this
+    # small), weight decay 1e-3 beats 5e-4; 60 / 100 / 200 epochs: 74.5 / 74.9 / 75.8%, and 77.2% at 200 with the flips.
     "best": TrainConfig(
-        preset="best", epochs=60, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
+        preset="best", epochs=200, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
         weight_decay=1e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1, augment=True, crop_padding=2,
-        normalization="cifar10",
+        normalization="cifar10", test_flips=True,
     ),
 }
 
@@ -347,6 +353,7 @@ class _Loop:
 
         torch.manual_seed(config.seed)
         self.model = LeNet5().to(device)
+        self.model.test_flips = config.test_flips  # how it is tested here, and how the app predicts with it later
         self.optimizer = make_optimizer(config, self.model)
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.steps_per_epoch = math.ceil(len(self.labels) / config.batch_size)

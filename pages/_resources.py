@@ -56,6 +56,10 @@ STATE_DICT_ASSUMED = N_(
     "This is a plain `state_dict` without metadata, as the walkthrough saves it: its preprocessing was assumed "
     "(`ToTensor`, then `Normalize` with mean 0.5 and std 0.5), and CIFAR-10's class order."
 )
+TEST_FLIPS = N_(
+    "This model answers from each image and its mirror image together (test-time flips: the two sets of logits are "
+    "averaged), as it was tested: the app's evaluation and answers, its ONNX file and its script all predict that way."
+)
 SESSION_PHOTOS = 2  # decoded photos kept per browser session (Classify's and Inside's), each at most 1024 px a side
 MEMORY_SWEEP_SECONDS = 15  # see .streamlit/config.toml's runner section
 TRAINING_NICENESS = 10  # the training process yields the CPU to page rendering (os.nice)
@@ -332,10 +336,13 @@ def choose_model(key: str) -> LoadedModel | None:
         return None
 
 
-def say_what_was_assumed(loaded: LoadedModel) -> None:
-    """For a bare state_dict, say which preprocessing its answers rest on."""
+def say_how_it_answers(loaded: LoadedModel) -> None:
+    """What a model's answers rest on beyond its weights: the preprocessing assumed for a bare state_dict; the mirror
+    image for a model with test-time flips (its accuracy, and every answer the app gives with it, count both)."""
     if loaded.assumed:
         st.info(_(STATE_DICT_ASSUMED), icon=":material/info:")
+    if loaded.model.test_flips:
+        st.info(_(TEST_FLIPS), icon=":material/flip:")
 
 
 def stated_accuracy(loaded: LoadedModel) -> float | None:

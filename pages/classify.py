@@ -23,7 +23,7 @@ from pages._resources import (
     predict_tensor,
     random_batch,
     require_data,
-    say_what_was_assumed,
+    say_how_it_answers,
 )
 from pages._router import through_router
 
@@ -126,7 +126,7 @@ loaded = choose_model(key="classify-model")
 if loaded is None:
     pytorch_code(_code.CLASSIFY)
     st.stop()
-say_what_was_assumed(loaded)
+say_how_it_answers(loaded)
 
 source = st.segmented_control(_("Picture"), SOURCES, default=SOURCES[0], required=True, format_func=bound(translate), key="source")
 prediction, truth = None, None

@@ -28,7 +28,7 @@ from pages._resources import (
     read_card,
     require_data,
     run_id,
-    say_what_was_assumed,
+    say_how_it_answers,
     script_file,
     walkthrough_file,
 )
@@ -210,6 +210,9 @@ def downloads(loaded: LoadedModel, accuracy: float) -> None:
     st.markdown(_("The same network, for the walkthrough's own code (`net.load_state_dict(torch.load(PATH))` with its "
                   "`Normalize(0.5, 0.5)`: any other normalization is folded into conv1), for any ONNX runtime, or as one "
                   "plain PyTorch script that trains it again."))
+    if loaded.model.test_flips:
+        st.caption(_("Its test-time flips travel in the ONNX file and the script; a .pth holds weights only, so the "
+                     "walkthrough's own test loop sees each image alone and scores a little lower."))
     stem = file_stem(loaded)
     script_name = f"{stem.replace('-', '_').replace('.', '_')}_train.py"
     with st.container(horizontal=True):
@@ -260,7 +263,7 @@ data = require_data()
 if loaded is None or data is None:
     pytorch_code(_code.EVALUATE)
     st.stop()
-say_what_was_assumed(loaded)
+say_how_it_answers(loaded)
 model_card(loaded)
 
 result = evaluation(loaded)

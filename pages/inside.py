@@ -237,7 +237,7 @@ def show_convolutions(stages: dict, filters: explain.Filters) -> None:
             draw(side, picture, caption=caption)
 
 
-def show_dense(stages: dict) -> None:
+def show_dense(loaded: LoadedModel, stages: dict) -> None:
     st.header(_("3 · Fully connected layers and the answer"))
     st.markdown(_("pool2's 16 × 5 × 5 = 400 values are flattened into one list; fc1 and fc2 weigh all of them into "
                   "120, then 84 numbers (after ReLU), and fc3 into ten scores, the **logits**."))
@@ -260,6 +260,12 @@ def show_dense(stages: dict) -> None:
                                                      probability: st.column_config.NumberColumn(format="percent")})
     with chart:
         _charts.draw_vega_lite(st, _charts.probabilities(stages["probabilities"].tolist(), [class_name(name) for name in CLASSES]))
+    if loaded.model.test_flips:
+        answer = stages["answer"]
+        st.info(_("This model answers from the image and its mirror image together (test-time flips: the two logits "
+                  "averaged): **{name}, {probability}**. This page follows the image itself; Classify and Evaluate give the "
+                  "averaged answer, and the saliency and occlusion below explain it.").format(
+                      name=class_name(int(answer.argmax())), probability=percent(float(answer.max()))), icon=":material/flip:")
 
 
 def show_worked_example(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> None:
@@ -323,7 +329,7 @@ def show_attribution(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> 
         "**Occlusion**: how much the class's probability drops when a grey 8 × 8 square hides that spot "
         "(red: the evidence was there; blue: hiding it helps the class)."
     ))
-    probabilities = stages["probabilities"]
+    probabilities = stages["answer"]  # the model's own answer: with its mirror image when it predicts that way
     ranked = probabilities.argsort(descending=True).tolist()
     other = st.selectbox(_("Why not…?"), range(len(CLASSES)), index=ranked[1], format_func=bound(class_name), key="inside-why-not",
                          width=220)
@@ -387,7 +393,7 @@ image, caption = picked
 stages = explain.activations(loaded.model, image, loaded.normalization)
 show_input(image, caption, stages)
 show_convolutions(stages, explain.filters(loaded.model))
-show_dense(stages)
+show_dense(loaded, stages)
 show_worked_example(loaded, image, stages)
 show_attribution(loaded, image, stages)
 show_time_machine(epochs, loaded.path)

@@ -12,7 +12,7 @@ from pages._format import number
 from pages._glossary import words_on_this_page
 from pages._i18n import _
 from pages._images import pixelated_style, stretched, upscale
-from pages._resources import as_plain_text, choose_model, say_what_was_assumed
+from pages._resources import as_plain_text, choose_model, say_how_it_answers
 from pages._router import through_router
 
 through_router()
@@ -83,7 +83,7 @@ st.header(_("What the first layer learned"))
 st.markdown(_("The six 5 × 5 filters of conv1, each scaled to show its range: a trained network's are edges and colour contrasts."))
 loaded = choose_model(key="filters-model")
 if loaded is not None:
-    say_what_was_assumed(loaded)
+    say_how_it_answers(loaded)
     side = round(120 * zoom)
     filters = [upscale(stretched(weight), side) for weight in loaded.model.conv1.weight]
     with st.container(key="pixels-filters"):

@@ -624,3 +624,16 @@ def test_a_training_state_that_would_break_a_resume_is_refused(tmp_path, cifar, 
 def test_validate_training_refuses_what_is_not_a_dict():
     with pytest.raises(CheckpointError, match="not a dict"):
         validate_training([("step", 5)], "run.pt")
+
+
+def test_a_model_tested_with_flips_predicts_with_them_once_loaded(tmp_path, cifar, one_thread):
+    model, _ = _trained(cifar, steps=20)
+    images = cifar.test.images[::25]
+    for recipe, expected in ((preset("best").to_dict(), True), (preset("quick").to_dict(), False), (None, False)):
+        meta = {"normalization": CIFAR10_NORMALIZATION} | ({"recipe": recipe} if recipe else {})
+        path = _save(tmp_path / f"{expected}-{recipe is None}.pt", model.state_dict(), **meta)
+        loaded, meta = load_model(path)
+        assert loaded.test_flips is expected
+        alone = predict_logits(model, images, CIFAR10_NORMALIZATION)
+        mirrored = predict_logits(model, images.flip(3), CIFAR10_NORMALIZATION)
+        torch.testing.assert_close(predict_logits(loaded, images, meta["normalization"]), (alone + mirrored) / 2 if expected else alone)

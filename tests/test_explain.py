@@ -12,7 +12,7 @@ from lenet.model import LeNet5
 from lenet.runs import epoch_checkpoints
 from lenet.train import preset, train
 
-SHAPES = [(3, 32, 32), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,), (10,)]
+SHAPES = [(3, 32, 32), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,), (10,), (10,)]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,20 @@ def test_activations_have_every_layers_shape_and_give_the_models_own_logits_exac
     for index in range(0, 10_000, 997):
         image = cifar.test.images[index]
         stages = explain.activations(model, image, norm)
-        assert list(stages) == ["input", "conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "logits", "probabilities"]
+        assert list(stages) == ["input", "conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "logits", "probabilities", "answer"]
         assert [tuple(t.shape) for t in stages.values()] == SHAPES
+        x = normalize(image.unsqueeze(0), norm)
         with torch.no_grad():
-            own_logits = model(normalize(image.unsqueeze(0), norm))[0]
+            own_logits, answer = model.logits(x)[0], model(x)[0]
         assert torch.equal(stages["logits"], own_logits)
-        assert torch.equal(stages["input"], normalize(image.unsqueeze(0), norm)[0])
+        assert torch.equal(stages["input"], x[0])
         assert torch.allclose(stages["probabilities"], own_logits.softmax(0))
+        # What the model answers with: the image alone, or with its mirror image for a model tested that way.
+        assert torch.allclose(stages["answer"], answer.softmax(0))
+        if model.test_flips:
+            with torch.no_grad():
+                mirrored = model.logits(x.flip(3))[0]
+            torch.testing.assert_close(stages["answer"], ((own_logits + mirrored) / 2).softmax(0))
         # After ReLU nothing is negative, and each pooled value is the largest of its 2x2 block.
         assert all(stages[name].min() >= 0 for name in ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2"))
         assert torch.equal(stages["pool1"], F.max_pool2d(stages["conv1"], 2))

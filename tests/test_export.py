@@ -223,7 +223,8 @@ def test_the_scripts_optimizer_is_the_trainers(tmp_path, optimizer_name):
         assert [tuple(p.shape) for p in mine["params"]] == [tuple(p.shape) for p in script["params"]]
         for key in ("lr", "weight_decay", "momentum", "nesterov", "betas"):
             assert mine.get(key) == script.get(key), key
-    assert module.MEAN == tuple(CIFAR10_NORMALIZATION["mean"]) and module.EPOCHS == 60 and module.BATCH_SIZE == 128
+    assert module.MEAN == tuple(CIFAR10_NORMALIZATION["mean"]) and module.EPOCHS == 200 and module.BATCH_SIZE == 128
+    assert module.TEST_FLIPS is True  # tested with mirror images, as the trainer tests the best recipe
 
 
 def test_a_checkpoint_without_a_recipe_exports_the_walkthroughs(tmp_path):

@@ -88,8 +88,13 @@ def test_the_page_shows_every_layer_and_a_worked_example_with_the_networks_own_n
     image = shown_image(at, cifar)
     stages = explain.activations(model, image, meta["normalization"])
     assert torch.equal(shown_logits(at), stages["logits"])
-    # The answer's class and the runner-up, each with saliency and occlusion.
-    ranked = stages["probabilities"].argsort(descending=True).tolist()
+    # The answer's class and the runner-up, each with saliency and occlusion: the model's own answer, which for a model
+    # tested with its mirror images (the shipped one) averages the image's logits with its mirror's, and says so.
+    ranked = stages["answer"].argsort(descending=True).tolist()
+    flips_said = [i.value for i in at.info if "mirror image" in i.value]
+    assert len(flips_said) == (1 if model.test_flips else 0)
+    if model.test_flips:
+        assert f"**{CLASSES[ranked[0]]}, {stages['answer'].max().item():.1%}**" in flips_said[0]
     assert [s.value.split(" (")[0] for s in at.subheader][4:] == [CLASSES[ranked[0]], CLASSES[ranked[1]]]
     assert {"saliency", "occlusion"} <= set(captions(at))
 

@@ -34,3 +34,18 @@ def test_stages_give_every_intermediate_result_and_forwards_logits_to_the_bit():
 def test_the_state_dict_keeps_the_walkthroughs_names():
     layers = ("conv1", "conv2", "fc1", "fc2", "fc3")
     assert list(LeNet5().state_dict()) == [f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]
+
+
+def test_test_time_flips_average_each_image_and_its_mirror_in_evaluation_only():
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    x = torch.randn(5, 3, 32, 32)
+    alone = model(x)
+    assert torch.equal(alone, model.logits(x))
+    model.test_flips = True
+    both = model(x)
+    torch.testing.assert_close(both, (model.logits(x) + model.logits(x.flip(3))) / 2)
+    assert not torch.allclose(both, alone)
+    torch.testing.assert_close(model(x.flip(3)), both)  # an image and its mirror get one answer
+    assert torch.equal(model.train()(x), alone)  # training sees each image as it is
+    assert sum(p.numel() for p in model.parameters()) == 62_006 and "test_flips" not in str(list(model.state_dict()))

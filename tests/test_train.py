@@ -219,3 +219,20 @@ def test_the_frugal_preset_trains_one_pass_over_40000_images_and_tests_every_100
     config = preset("frugal")
     assert config.validate() is config
     assert config.epochs * config.train_subset == 40_000 and config.test_every == 10_000
+
+
+def test_test_flips_change_how_the_run_is_tested_never_how_it_trains(cifar):
+    config = dict(train_subset=2_000, batch_size=100, epochs=2, log_every=5)
+    plain = train(preset("quick", **config), cifar)
+    flipped = train(preset("quick", test_flips=True, **config), cifar)
+    assert losses(flipped) == losses(plain)
+    assert all(torch.equal(a, b) for a, b in zip(flipped.model.state_dict().values(), plain.model.state_dict().values(), strict=True))
+    assert flipped.model.test_flips and not plain.model.test_flips
+    # Its test accuracy is the mirror-averaged one, measured on the 10,000 real test images.
+    from lenet.inference import NORMALIZATIONS, predict_logits
+
+    images, labels = cifar.test.images, cifar.test.labels
+    norm = NORMALIZATIONS["cifar10"]
+    averaged = (predict_logits(plain.model, images, norm) + predict_logits(plain.model, images.flip(3), norm)) / 2
+    assert flipped.test_accuracy == pytest.approx((averaged.argmax(1) == labels).float().mean().item(), abs=1e-4)
+    assert flipped.test_accuracy != plain.test_accuracy
