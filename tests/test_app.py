@@ -26,6 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 from lenet.checkpoint import FORMAT, load_model, save_checkpoint
 from lenet.data import CLASSES, WALKTHROUGH_NORMALIZATION
+from lenet.evaluate import evaluate
 from lenet.export import walkthrough_state_dict_bytes
 from lenet.inference import NORMALIZATIONS, available_devices, predict_logits
 from lenet.model import LeNet5
@@ -320,6 +321,22 @@ def test_a_test_image_is_classified_with_its_true_class(env):
     assert any("this is a ship." in m.value for m in at.markdown)
 
 
+def test_the_shipped_model_is_evaluated_with_its_test_time_flips_and_the_pages_say_so(env, monkeypatch, cifar):
+    monkeypatch.setenv("LENET_CHECKPOINT", str(SHIPPED))
+    model, meta = load_model(SHIPPED)
+    assert model.test_flips
+    with_flips = evaluate(model, cifar.test, meta["normalization"]).accuracy
+    model.test_flips = False
+    alone = evaluate(model, cifar.test, meta["normalization"]).accuracy
+    at = open_page("evaluate")
+    assert not at.exception and not at.error
+    assert next(m for m in at.metric if m.label == "Test accuracy").value == percent(with_flips) != percent(alone)
+    assert any("its mirror image together" in i.value for i in at.info)
+    assert any("test-time flips travel in the ONNX file" in c.value for c in at.caption)  # beside the downloads
+    at = open_page("classify")
+    assert not at.exception and any("its mirror image together" in i.value for i in at.info)
+
+
 def test_the_evaluation_gallery_filters_to_a_pair(env, checkpoint):
     at = open_page("evaluate")
     result = _resources.evaluation(_resources.loaded_model(checkpoint))
@@ -406,7 +423,7 @@ def test_a_confident_answer_is_called_confident_whether_or_not_it_is_right(env, 
 # -- bring your own model ----------------------------------------------------------------------------------------
 
 
-def test_a_walkthrough_state_dict_uploaded_on_evaluate_is_evaluated_in_memory(env, tmp_path):
+def test_a_walkthrough_state_dict_uploaded_on_evaluate_is_evaluated_in_memory(env, tmp_path, cifar):
     model, meta = load_model(SHIPPED)
     data = walkthrough_state_dict_bytes(model, meta)  # the shipped weights, folded for the walkthrough's Normalize(0.5, 0.5)
     assets_before = sorted((p.name, p.stat().st_mtime_ns) for p in SHIPPED.parent.iterdir())
@@ -415,11 +432,17 @@ def test_a_walkthrough_state_dict_uploaded_on_evaluate_is_evaluated_in_memory(en
     assert not at.exception and not at.error, [e.value for e in at.error]
 
     assert at.selectbox(key="evaluate-model").value == f"upload:{hashlib.sha256(data).hexdigest()}"
+    # The same network with the walkthrough's preprocessing, but weights alone: each image is classified alone, without
+    # the shipped model's test-time flips (its own Evaluate counts the mirror images too, and says so).
+    model.test_flips = False
+    alone = evaluate(model, cifar.test, meta["normalization"])
     shipped = _resources.evaluation(_resources.loaded_model(SHIPPED))
+    assert shipped.accuracy > alone.accuracy
     accuracy = next(m for m in at.metric if m.label == "Test accuracy")
-    assert accuracy.value == percent(shipped.accuracy)  # the same network, with the walkthrough's preprocessing
-    assert accuracy.delta == f"{(shipped.accuracy - 0.1) * 100:+.1f} points over guessing"
+    assert accuracy.value == percent(alone.accuracy)
+    assert accuracy.delta == f"{(alone.accuracy - 0.1) * 100:+.1f} points over guessing"
     assert any("its preprocessing was assumed" in i.value for i in at.info)
+    assert not any("mirror image" in i.value for i in at.info)
 
     # Kept in this session only: nothing written to the runs folder or next to the shipped model.
     runs = Path(env["LENET_RUNS"])

@@ -3,7 +3,9 @@ reads what the walkthrough saves, with the same test accuracy counted the walkth
 standalone script do what they say."""
 
 import argparse
+import copy
 import importlib.util
+import json
 import math
 import os
 import re
@@ -103,12 +105,18 @@ def test_the_exported_pth_of_the_shipped_model_keeps_its_accuracy_in_the_walkthr
     model, meta = shipped
     out = tmp_path / "cifar_net.pth"
     assert export.run(_args(default_checkpoint(), out)) == 0
-    assert str(out) in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert str(out) in said
+    # The shipped model is tested with mirror images too, which weights alone cannot carry: the message says so, and
+    # the walkthrough's loop gets the accuracy of each image alone.
+    assert model.test_flips and "mirror images" in said
+    alone = copy.deepcopy(model)
+    alone.test_flips = False
 
     net = Net()
     net.load_state_dict(torch.load(out, weights_only=True))  # exactly the walkthrough's load
-    reference = evaluate(model, cifar.test, meta["normalization"]).accuracy
-    assert reference > 0.72
+    reference = evaluate(alone, cifar.test, meta["normalization"]).accuracy
+    assert reference > 0.72 and evaluate(model, cifar.test, meta["normalization"]).accuracy > reference
     assert abs(walkthrough_accuracy(net.eval(), walkthrough_testloader) - reference) <= 0.001
 
     # The control: the same weights without the fold lose accuracy with the walkthrough's transforms.
@@ -116,12 +124,12 @@ def test_the_exported_pth_of_the_shipped_model_keeps_its_accuracy_in_the_walkthr
     unfolded.load_state_dict(model.state_dict())
     assert walkthrough_accuracy(unfolded.eval(), walkthrough_testloader) < reference - 0.02
 
-    # And lenet reads it back as a walkthrough state_dict: the same answers as the shipped model.
+    # And lenet reads it back as a walkthrough state_dict: the same answers as the shipped model gives each image alone.
     again, again_meta = load_model(out)
-    assert again_meta["normalization"] == WALKTHROUGH_NORMALIZATION
+    assert again_meta["normalization"] == WALKTHROUGH_NORMALIZATION and not again.test_flips
     images = cifar.test.images[:500]
     torch.testing.assert_close(predict_logits(again, images, again_meta["normalization"]),
-                               predict_logits(model, images, meta["normalization"]), rtol=0, atol=1e-4)
+                               predict_logits(alone, images, meta["normalization"]), rtol=0, atol=1e-4)
 
 
 def test_exporting_a_walkthrough_state_dict_to_pth_gives_back_the_same_weights(tmp_path):
@@ -187,7 +195,9 @@ def test_the_script_runs_standalone_on_the_image_folder_prints_losses_and_saves_
     assert export.run(_args(default_checkpoint(), out)) == 0
     text = out.read_text()
     assert "import lenet" not in text and "from lenet" not in text
-    assert "20261126-021832-best" in text and "74.73%" in text  # the run and its measured accuracy
+    card = json.loads(default_checkpoint().with_suffix(".json").read_text())
+    assert card["run_id"] in text and f"{card['test_accuracy']:.2%}" in text  # the run and its measured accuracy
+    assert "TEST_FLIPS = True" in text and "images.flip(3)" in text  # tested as the shipped model was
     assert "RandomCrop(32, padding=2)" in text and "RandomHorizontalFlip()" in text and "nesterov=True" in text
 
     saved = tmp_path / "cifar_net.pth"

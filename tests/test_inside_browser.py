@@ -56,6 +56,10 @@ def test_a_test_image_then_an_upload_show_every_layer_and_the_arithmetic(browser
     for heading in ("1 · The input", "2 · Convolutions and pooling", "4 · One value, worked out by hand", "5 · Why did it say that?"):
         page.get_by_text(heading).first.wait_for()
     assert page.locator('[data-testid="stImage"]').count() >= 10  # the input, its channels, maps, filters, attributions
+    # The shipped model answers from the image and its mirror image: the page says so, and which answer that gives.
+    flips = page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="its mirror image together")
+    flips.first.wait_for()
+    assert "%" in flips.first.inner_text()
     no_errors(page)
     screenshot(page, "desktop-test-image")
 
