@@ -96,14 +96,16 @@ def paint(values: torch.Tensor, low: float, high: float, colors: list[str]) -> t
 
 
 def legend(low: float, high: float, colors: list[str], note: str, width: int = 320) -> Image.Image:
-    """A colour bar from low to high with its two ends and its middle written under it."""
+    """A colour bar from low to high with its two ends and its middle written under it, on the page's own background
+    (transparent, the text in the theme's colours: a white legend was a white block in the dark theme)."""
     bar = to_pil(paint(torch.linspace(low, high, width).repeat(14, 1), low, high, colors))
-    canvas = Image.new("RGB", (width + 60, 52), "white")
+    canvas = Image.new("RGBA", (width + 60, 52), (0, 0, 0, 0))
     canvas.paste(bar, (30, 2))
+    text, muted = ("#fafafa", "#bbbbbb") if _charts.current_theme() == "dark" else ("black", "#555555")
     pen, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=12)
     for x, value in ((30, low), (30 + width // 2, (low + high) / 2), (30 + width, high)):
-        pen.text((x, 20), f"{value:.3g}", fill="black", font=font, anchor="ma")
-    pen.text((30 + width // 2, 36), note, fill="#555555", font=font_for(note, 12), anchor="ma")
+        pen.text((x, 20), f"{value:.3g}", fill=text, font=font, anchor="ma")
+    pen.text((30 + width // 2, 36), note, fill=muted, font=font_for(note, 12), anchor="ma")
     return canvas
 
 

@@ -104,3 +104,40 @@ def test_the_page_fits_a_phone(browser, server):
     no_errors(page)
     screenshot(page, "phone")
     context.close()
+
+
+# Each colour legend (52 pixels tall): whether its corner is see-through, and the lightest and darkest of its written
+# pixels (under the bar), read back from the images the browser shows.
+LEGENDS = """() => [...document.querySelectorAll('[data-testid="stMain"] img')]
+  .filter(img => img.complete && img.naturalHeight === 52)
+  .map(img => {
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const pen = canvas.getContext('2d');
+    pen.drawImage(img, 0, 0);
+    const data = pen.getImageData(0, 20, canvas.width, 32).data;
+    const written = [];
+    for (let i = 0; i < data.length; i += 4) if (data[i + 3] > 200) written.push((data[i] + data[i + 1] + data[i + 2]) / 3);
+    return {corner: pen.getImageData(0, 0, 1, 1).data[3], lightest: Math.max(...written), darkest: Math.min(...written)};
+  })"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_colour_legends_sit_on_the_page_in_either_theme(browser, server, scheme):
+    # A window as tall as the page, so that every picture loads (the browser loads those far below the fold lazily).
+    context = browser.new_context(viewport={"width": 1280, "height": 12000}, color_scheme=scheme)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{server}/inside")
+    page.get_by_text("5 · Why did it say that?").wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
+                           ".filter(i => i.complete && i.naturalHeight === 52).length >= 9")  # every legend drawn
+    legends = page.evaluate(LEGENDS)
+    assert len(legends) >= 9  # input, conv1, pool1, conv2, pool2, fc1, fc2, then saliency and occlusion twice
+    assert all(legend["corner"] == 0 for legend in legends), legends  # no white block in the dark theme
+    if scheme == "dark":
+        assert all(legend["lightest"] > 200 for legend in legends), legends  # light writing on the dark page
+    else:
+        assert all(legend["darkest"] < 60 for legend in legends), legends
+    no_errors(page)
+    context.close()

@@ -83,9 +83,14 @@ def test_pages_fit_the_screen_in_either_theme(browser, server, size, theme):
                 assert picture["rendering"] == "pixelated" and ".png" in picture["src"], (name, picture)
                 assert picture["natural"] % 32 == 0 or name == "model", (name, picture)  # conv1's filters are 5 x 5
                 assert picture["shown"] >= picture["natural"] * 0.74, (name, picture)  # never shrunk into a blur
+            if name == "evaluate":  # the headline figures whole, never shortened with an ellipsis
+                figures = page.locator('[data-testid="stMetric"] *').evaluate_all(
+                    "els => els.filter(el => el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1).map(el => el.innerText)")
+                assert figures == [], (size, figures)
             if name == "classify":
                 answer = page.locator("h1, h2").filter(has_text="It says:").first.bounding_box()
-                assert answer["y"] < page.locator('[data-testid="stImage"]').first.bounding_box()["y"]  # the answer first
+                # The answer above the photo (the main area's first image: the sidebar may hold one of its own).
+                assert answer["y"] < page.locator('[data-testid="stMain"] [data-testid="stImage"]').first.bounding_box()["y"]
             whole_page_screenshot(page, SCREENSHOTS / f"{size}-{theme}-{name}.png")
     finally:
         context.close()
