@@ -252,7 +252,10 @@ def show_dense(loaded: LoadedModel, stages: dict) -> None:
         draw(strip, picture, caption=_("{layer}: {count} values, {positive} above 0").format(
             layer=name, count=len(values), positive=int((values > 0).sum())))
         draw(scale, legend(0.0, top, MAGMA, _("{layer}'s scale").format(layer=name), width=200))
-    scores, chart = st.columns([2, 3], gap="large")
+    # The table at its own width beside the chart, the chart below it when the page is narrow: in two fixed
+    # columns a projector at 150% zoom showed the table without its probability column.
+    with st.container(horizontal=True, gap="large"):
+        scores, chart = st.container(width=320), st.container(width=480)
     with scores:
         st.markdown(_("Softmax turns the logits $z$ into probabilities: $p_k = e^{z_k} / \\sum_j e^{z_j}$."))
         logit, probability = _("logit"), _("probability")

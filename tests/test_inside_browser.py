@@ -141,3 +141,19 @@ def test_the_colour_legends_sit_on_the_page_in_either_theme(browser, server, sch
         assert all(legend["darkest"] < 60 for legend in legends), legends
     no_errors(page)
     context.close()
+
+
+def test_the_logits_table_keeps_its_three_columns_on_a_projector(browser, server):
+    """1280 x 720 at 150% zoom: 853 CSS pixels with the sidebar open. In two fixed columns the table was 210 pixels wide
+    and hid its probability column; it keeps its own width now, the chart going below it."""
+    context, page = new_page(browser, 853, 480)
+    page.goto(f"{server}/inside")
+    page.get_by_text("5 · Why did it say that?").wait_for()
+    table = page.locator('[data-testid="stDataFrame"]').filter(has=page.locator("canvas")).first
+    table.scroll_into_view_if_needed()
+    box = table.bounding_box()
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
+    assert box["width"] >= 300, box
+    assert chart["y"] >= box["y"] + box["height"] - 1, (box, chart)  # below the table, not squeezed beside it
+    no_errors(page)
+    context.close()
