@@ -178,11 +178,12 @@ def true_class_over_epochs(probabilities: dict[str, list[float]], epochs: list[i
 
 
 def chance_rule() -> alt.Chart:
-    """A dashed line at 10%, labelled: what guessing gets."""
+    """A dashed line at 10%, labelled under it: what guessing gets. Under, because a network's first accuracy points
+    sit on or above that line (a label above it was drawn over them)."""
     guessing = _("guessing")
     base = alt.Chart(pd.DataFrame({"chance": [CHANCE], "label": [guessing]})).encode(y="chance:Q")
     rule = base.mark_rule(strokeDash=[6, 4], color="gray").encode(tooltip=alt.Tooltip("chance:Q", format=".0%", title=guessing))
-    return rule + base.mark_text(align="left", baseline="bottom", x=4, dy=-2, color="gray", fontSize=13).encode(text="label:N")
+    return rule + base.mark_text(align="left", baseline="top", x=4, dy=3, color="gray", fontSize=13).encode(text="label:N")
 
 
 def per_class_accuracy(per_class: dict[str, float], overall: float, names: Sequence[str] | None = None, theme: str | None = None,

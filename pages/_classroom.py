@@ -219,6 +219,7 @@ PRESENTATION_CSS = """
 [data-testid="stMain"] [data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: 3.2rem; line-height: 1.2; }
 [data-testid="stMain"] [data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"] p { font-size: 1.3rem; }
 [data-testid="stMain"] [data-testid="stProgress"] p { font-size: 1.3rem; }
+[data-testid="stMain"] [data-testid="stSelectbox"] input { font-size: 1.3rem; }
 [data-testid="stMain"] .lv-filters img { width: min(540px, 90vw); }
 [data-testid="stMain"] .lv h4 { font-size: 1.4rem; }
 [data-testid="stMain"] .lv-tile { width: 118px; font-size: 1.1rem; }

@@ -61,6 +61,7 @@ STATE_COLORS = {RUNNING: "blue", LOADING: "blue", FINISHED: "green", STOPPED: "o
 CONFIRM_ABOVE_SECONDS = 5 * 60  # a run expected to take longer asks first: it holds the server's one training slot
 DEFAULT_PRESET = "quick" if "quick" in PRESETS else next(iter(PRESETS))
 PRESENTED_CHART_HEIGHT = 460  # charts on a projector
+PRESENTED_TYPE_SCALE = 1.4  # their type, as the page's own grows from 1rem to 1.4rem (pages._classroom.PRESENTATION_CSS)
 SETTING_PARAMS = [option.name for option in TrainConfig.options()]  # in the URL: ?preset=quick&epochs=5&lr=0.05
 runs = registry()
 
@@ -338,8 +339,13 @@ def history_text(run: RunSnapshot) -> str | None:
 
 
 def presented(spec: dict) -> dict:
-    """A chart as drawn on a projector: taller."""
-    return {**spec, "height": PRESENTED_CHART_HEIGHT} if presenting() else spec
+    """A chart as drawn on a projector: taller, its axes, legend and title in type as large as the page's."""
+    if not presenting():
+        return spec
+    config = {part: {key: round(value * PRESENTED_TYPE_SCALE) if key.endswith("ontSize") else value
+                     for key, value in settings.items()} if isinstance(settings, dict) else settings
+              for part, settings in spec.get("config", {}).items()}
+    return {**spec, "height": PRESENTED_CHART_HEIGHT, "config": config}
 
 
 def stop_run(run_id: str) -> None:
@@ -602,9 +608,8 @@ def compare_runs(all_runs: list[RunSnapshot], labels: dict[str, str], selected: 
     compared = [run for run in all_runs if run.id in chosen]
     by_seconds = st.toggle(_("Loss against training time (seconds) instead of epochs"), key="compare-seconds")
     losses, accuracies = st.columns(2, gap="large")
-    height = PRESENTED_CHART_HEIGHT if presenting() else 320
-    losses.altair_chart(compared_losses(compared, labels, by_seconds).properties(height=height))
-    accuracies.altair_chart(compared_accuracies(compared, labels).properties(height=height))
+    _charts.draw_vega_lite(losses, presented(_charts.vega_lite(compared_losses(compared, labels, by_seconds).properties(height=320))))
+    _charts.draw_vega_lite(accuracies, presented(_charts.vega_lite(compared_accuracies(compared, labels).properties(height=320))))
     settings_table(compared, labels)
 
 

@@ -239,6 +239,10 @@ def test_start_stop_and_resume_a_run_through_the_widgets(env):
     x_axes = [layer.get("encoding", {}).get("x", {}) for layer in accuracy["layer"]]
     axes = [x["scale"]["domain"] for x in x_axes if x.get("field") == "epoch"]
     assert trained < 200 and axes == [[0, trained]], axes
+    # The "guessing" label hangs under its dashed line at 10%, where the first accuracy points (at or above it) are not.
+    layers = [inner for layer in accuracy["layer"] for inner in layer.get("layer", [layer])]
+    (label,) = [layer["mark"] for layer in layers if isinstance(layer.get("mark"), dict) and layer["mark"].get("type") == "text"]
+    assert label["baseline"] == "top" and label["dy"] > 0
 
     at.button(key="resume").click().run()
     wait_until(lambda: registry.snapshot(run.id).state == "running")

@@ -237,6 +237,24 @@ def test_two_runs_are_compared_with_their_differences_first(env):
     assert not at.exception
 
 
+def test_presentation_mode_draws_the_charts_taller_with_type_as_large_as_the_page(env):
+    at = session()
+    run = start_small_run(at)
+    registry = _resources.registry()
+    wait_until(lambda: registry.snapshot(run.id).steps, timeout=60)
+    at.button(key="stop").click().run()
+
+    def charts(app: AppTest) -> list[dict]:
+        return [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]  # the run's loss and accuracy
+
+    normal, presented = charts(session(query={"run": run.id})), charts(session(query={"run": run.id, "present": "1"}))
+    assert len(normal) == len(presented) >= 2
+    for plain, large in zip(normal, presented, strict=True):
+        assert large["height"] > plain.get("height", 0)
+        assert large["config"]["axis"]["labelFontSize"] == round(plain["config"]["axis"]["labelFontSize"] * 1.4)
+        assert large["config"]["axis"]["titleFontSize"] > plain["config"]["axis"]["titleFontSize"]
+
+
 def test_the_students_join_panel_shows_an_address_and_a_qr_code(env):
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()

@@ -169,6 +169,9 @@ def test_links_restore_presentation_mode_the_preset_and_the_run(new_page, server
     student.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMain"] p')]
         .some(p => /Stopped at step [\\d,]+/.test(p.innerText) && parseFloat(getComputedStyle(p).fontSize) >= 20)""",
                               timeout=15_000)
+    # The run picker's choice in large type too (Streamlit draws it in an input of its own, 14 px by default).
+    picker = student.locator('[data-testid="stMain"] [data-testid="stSelectbox"] input').first
+    assert float(picker.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")) >= 20
     screenshot(student, "present-student")
     # The sidebar's toggle shows presentation mode on, and leaving it brings the code back.
     open_sidebar(student)
