@@ -41,6 +41,7 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 # the occlusion's drop) run from blue through white (zero) to red.
 MAGMA = ["#000004", "#3b0f70", "#8c2981", "#de4968", "#fe9f6d", "#fcfdbf"]
 BLUE_WHITE_RED = ["#2166ac", "#92c5de", "#f7f7f7", "#f4a582", "#b2182b"]
+ATTRIBUTION_WIDTH = 224  # the image, saliency and occlusion pictures, and their legends, each this wide
 GREYS = ["#000000", "#ffffff"]
 # Each stage's maps are shown at a whole multiple of their size (nearest neighbour: every value a sharp square).
 TILES = {"conv1": 112, "pool1": 112, "conv2": 100, "pool2": 100}
@@ -247,11 +248,13 @@ def show_dense(loaded: LoadedModel, stages: dict) -> None:
     for name in ("fc1", "fc2"):
         values = stages[name]
         top = max(values.max().item(), 1e-6)
-        strip, scale = st.columns([3, 1], gap="large", vertical_alignment="center")
         picture = to_pil(paint(values.unsqueeze(0), 0.0, top, MAGMA)).resize((len(values) * 7, 28), Image.Resampling.NEAREST)
-        draw(strip, picture, caption=_("{layer}: {count} values, {positive} above 0").format(
+        scale = legend(0.0, top, MAGMA, _("{layer}'s scale").format(layer=name), width=200)
+        # The legend under its strip at its own width: in a quarter column beside the strip, a projector at 150% zoom
+        # shrank its writing to a blur.
+        draw(st, picture, caption=_("{layer}: {count} values, {positive} above 0").format(
             layer=name, count=len(values), positive=int((values > 0).sum())))
-        draw(scale, legend(0.0, top, MAGMA, _("{layer}'s scale").format(layer=name), width=200))
+        draw(st, scale, width=scale.width)
     # The table at its own width beside the chart, the chart below it when the page is narrow: in two fixed
     # columns a projector at 150% zoom showed the table without its probability column.
     with st.container(horizontal=True, gap="large"):
@@ -344,12 +347,17 @@ def show_attribution(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> 
         gradient = explain.saliency_map(loaded.model, image, loaded.normalization, target)
         drop = explain.occlusion_map(loaded.model, image, loaded.normalization, target)
         reach = max(drop.abs().max().item(), 1e-6)
-        picture, saliency, occlusion = st.columns(3, gap="medium")
-        draw(picture, upscale(to_pil(image), 224), width=224, caption=_("the image"))
-        draw(saliency, overlay(image, paint(gradient, 0.0, max(gradient.max().item(), 1e-12), MAGMA)), width=224, caption=_("saliency"))
-        draw(saliency, legend(0.0, gradient.max().item(), MAGMA, "|d logit / d pixel|", width=200))
-        draw(occlusion, overlay(image, paint(drop, -reach, reach, BLUE_WHITE_RED)), width=224, caption=_("occlusion"))
-        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, _("drop in the probability"), width=200))
+        # Three columns as wide as their pictures, side by side where they fit, wrapping on a narrow page (in three
+        # equal columns a projector at 150% zoom shrank the legends' writing to a blur).
+        with st.container(horizontal=True, gap="medium"):
+            picture, saliency, occlusion = (st.container(width=ATTRIBUTION_WIDTH) for _column in range(3))
+        side, bar = ATTRIBUTION_WIDTH, ATTRIBUTION_WIDTH - 60  # a legend adds 30 pixels each side of its bar
+        draw(picture, upscale(to_pil(image), side), width=side, caption=_("the image"))
+        draw(saliency, overlay(image, paint(gradient, 0.0, max(gradient.max().item(), 1e-12), MAGMA), side), width=side,
+             caption=_("saliency"))
+        draw(saliency, legend(0.0, gradient.max().item(), MAGMA, "|d logit / d pixel|", width=bar), width=side)
+        draw(occlusion, overlay(image, paint(drop, -reach, reach, BLUE_WHITE_RED), side), width=side, caption=_("occlusion"))
+        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, _("drop in the probability"), width=bar), width=side)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # its spinner is the caller's: a decorator's text has no language

@@ -118,14 +118,16 @@ LEGENDS = """() => [...document.querySelectorAll('[data-testid="stMain"] img')]
     const data = pen.getImageData(0, 20, canvas.width, 32).data;
     const written = [];
     for (let i = 0; i < data.length; i += 4) if (data[i + 3] > 200) written.push((data[i] + data[i + 1] + data[i + 2]) / 3);
-    return {corner: pen.getImageData(0, 0, 1, 1).data[3], lightest: Math.max(...written), darkest: Math.min(...written)};
+    return {corner: pen.getImageData(0, 0, 1, 1).data[3], lightest: Math.max(...written), darkest: Math.min(...written),
+            shown: img.getBoundingClientRect().width / img.naturalWidth};
   })"""
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_colour_legends_sit_on_the_page_in_either_theme(browser, server, scheme):
-    # A window as tall as the page, so that every picture loads (the browser loads those far below the fold lazily).
-    context = browser.new_context(viewport={"width": 1280, "height": 12000}, color_scheme=scheme)
+    # 853 pixels wide, as 1280 x 720 at 150% zoom; as tall as the page, so that every picture loads (the browser loads
+    # those far below the fold lazily).
+    context = browser.new_context(viewport={"width": 853, "height": 12000}, color_scheme=scheme)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.goto(f"{server}/inside")
@@ -135,6 +137,7 @@ def test_the_colour_legends_sit_on_the_page_in_either_theme(browser, server, sch
     legends = page.evaluate(LEGENDS)
     assert len(legends) >= 9  # input, conv1, pool1, conv2, pool2, fc1, fc2, then saliency and occlusion twice
     assert all(legend["corner"] == 0 for legend in legends), legends  # no white block in the dark theme
+    assert all(legend["shown"] > 0.9 for legend in legends), legends  # at (about) their own size, their writing readable
     if scheme == "dark":
         assert all(legend["lightest"] > 200 for legend in legends), legends  # light writing on the dark page
     else:
