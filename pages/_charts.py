@@ -118,7 +118,7 @@ def parameters(rows: list[dict], theme: str | None = None, zoom: float = 1.0) ->
     return large(chart.properties(height=round(220 * zoom)), zoom)
 
 
-def loss_curve(steps: list[Step], steps_per_epoch: int) -> alt.Chart:
+def loss_curve(steps: list[Step], steps_per_epoch: int, zoom: float = 1.0) -> alt.Chart:
     """Training loss per logged step, with an exponentially smoothed line over it."""
     data = pd.DataFrame({"step": [s.step for s in steps], "epoch": [s.epoch for s in steps], "loss": [s.loss for s in steps],
                          "lr": [s.lr for s in steps]})
@@ -139,10 +139,10 @@ def loss_curve(steps: list[Step], steps_per_epoch: int) -> alt.Chart:
         y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title=_("cross-entropy loss")))
     smooth = base.mark_line(strokeWidth=3, color="#ff7f0e").encode(y="smoothed:Q")
     points = base.mark_point(opacity=0, size=80).encode(y="loss:Q")  # invisible, for the tooltips
-    return large((raw + smooth + points).properties(height=320))
+    return large((raw + smooth + points).properties(height=320), zoom)
 
 
-def accuracy_curve(measured: list[Epoch | Test], total_epochs: int, test_every: int = 0) -> alt.Chart:
+def accuracy_curve(measured: list[Epoch | Test], total_epochs: int, test_every: int = 0, zoom: float = 1.0) -> alt.Chart:
     """Test (and validation, when held out) accuracy after each epoch, and every test_every training images inside
     epochs when the run tests that often (at fractional epochs), against chance."""
     test, validation = _("test"), _("validation")  # the legend's words
@@ -159,7 +159,7 @@ def accuracy_curve(measured: list[Epoch | Test], total_epochs: int, test_every: 
         tooltip=[alt.Tooltip("epoch:Q", format=".2~f", title=_("epoch")), alt.Tooltip("set:N", title=_("split")),
                  alt.Tooltip("accuracy:Q", format=".2%", title=_("accuracy"))],
     )
-    return large((line + chance_rule()).properties(height=320))
+    return large((line + chance_rule()).properties(height=320), zoom)
 
 
 def true_class_over_epochs(probabilities: dict[str, list[float]], epochs: list[int], zoom: float = 1.0) -> alt.Chart:

@@ -193,6 +193,14 @@ def presenting() -> bool:
     return st.query_params.get("present") == "1"
 
 
+PRESENTATION_ZOOM = 1.3  # charts and pictures on a projector
+
+
+def presentation_zoom() -> float:
+    """How much larger charts and pictures are drawn: PRESENTATION_ZOOM when presenting, else 1."""
+    return PRESENTATION_ZOOM if presenting() else 1.0
+
+
 def _presentation_changed() -> None:
     if st.session_state.get("presentation-toggle"):
         st.query_params["present"] = "1"

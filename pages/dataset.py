@@ -9,7 +9,7 @@ from lenet.data import CLASSES
 from lenet.inference import NORMALIZATIONS, normalize
 from lenet.train import PRESETS, augment
 from pages import _charts, _code
-from pages._classroom import presenting, restore_from_url, sync_to_url
+from pages._classroom import presentation_zoom, restore_from_url, sync_to_url
 from pages._code import pytorch_code
 from pages._i18n import N_, _, bound, class_name, engine_text, translate
 from pages._images import column_strip, pixelated_style, stretched, tiles, to_pil, upscale, walkthrough_grid
@@ -141,7 +141,7 @@ if data is None:
     pytorch_code(_code.DATASET)
     st.stop()
 st.caption(engine_text(dataset_service().status().message))
-zoom = 1.3 if presenting() else 1.0
+zoom = presentation_zoom()
 
 images, names = batch_section(data, zoom)
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from lenet.data import CLASSES
 from pages import _charts, _code
-from pages._classroom import presenting, restore_from_url, sync_to_url
+from pages._classroom import presentation_zoom, presenting, restore_from_url, sync_to_url
 from pages._code import pytorch_code
 from pages._format import duration, number, percent, points
 from pages._i18n import _, bound, class_name
@@ -276,7 +276,7 @@ with st.container(horizontal=True, gap="large"):
     st.metric(_("Right"), _("{correct} of {total}").format(correct=number(correct), total=number(len(result.labels))), width="content")
     st.metric(_("Wrong"), number(len(result.labels) - correct), width="content")
 
-names, zoom = class_labels(), 1.3 if presenting() else 1.0
+names, zoom = class_labels(), presentation_zoom()
 with st.container(horizontal=True, gap="medium"):
     with st.container(width=round(380 * zoom)):
         st.altair_chart(_charts.per_class_accuracy(result.per_class, result.accuracy, names, zoom=zoom), width="stretch")

@@ -96,17 +96,20 @@ def paint(values: torch.Tensor, low: float, high: float, colors: list[str]) -> t
     return rgb.round().to(torch.uint8).movedim(-1, -3)
 
 
-def legend(low: float, high: float, colors: list[str], note: str, width: int = 320) -> Image.Image:
-    """A colour bar from low to high with its two ends and its middle written under it, on the page's own background
-    (transparent, the text in the theme's colours: a white legend was a white block in the dark theme)."""
+def legend(low: float, high: float, colors: list[str], note: str, width: int = 380) -> Image.Image:
+    """A colour bar from low to high with its two ends and its middle written under it, width pixels wide in all, on the
+    page's own background (transparent, the text in the theme's colours: a white legend was a white block in the dark
+    theme)."""
+    margin = 30  # each side of the bar: room for the numbers written under its ends
+    width -= 2 * margin  # the bar's
     bar = to_pil(paint(torch.linspace(low, high, width).repeat(14, 1), low, high, colors))
-    canvas = Image.new("RGBA", (width + 60, 52), (0, 0, 0, 0))
-    canvas.paste(bar, (30, 2))
+    canvas = Image.new("RGBA", (width + 2 * margin, 52), (0, 0, 0, 0))
+    canvas.paste(bar, (margin, 2))
     text, muted = ("#fafafa", "#bbbbbb") if _charts.current_theme() == "dark" else ("black", "#555555")
     pen, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=12)
-    for x, value in ((30, low), (30 + width // 2, (low + high) / 2), (30 + width, high)):
+    for x, value in ((margin, low), (margin + width // 2, (low + high) / 2), (margin + width, high)):
         pen.text((x, 20), f"{value:.3g}", fill=text, font=font, anchor="ma")
-    pen.text((30 + width // 2, 36), note, fill=muted, font=font_for(note, 12), anchor="ma")
+    pen.text((margin + width // 2, 36), note, fill=muted, font=font_for(note, 12), anchor="ma")
     return canvas
 
 
@@ -249,7 +252,7 @@ def show_dense(loaded: LoadedModel, stages: dict) -> None:
         values = stages[name]
         top = max(values.max().item(), 1e-6)
         picture = to_pil(paint(values.unsqueeze(0), 0.0, top, MAGMA)).resize((len(values) * 7, 28), Image.Resampling.NEAREST)
-        scale = legend(0.0, top, MAGMA, _("{layer}'s scale").format(layer=name), width=200)
+        scale = legend(0.0, top, MAGMA, _("{layer}'s scale").format(layer=name), width=260)
         # The legend under its strip at its own width: in a quarter column beside the strip, a projector at 150% zoom
         # shrank its writing to a blur.
         draw(st, picture, caption=_("{layer}: {count} values, {positive} above 0").format(
@@ -351,13 +354,13 @@ def show_attribution(loaded: LoadedModel, image: torch.Tensor, stages: dict) -> 
         # equal columns a projector at 150% zoom shrank the legends' writing to a blur).
         with st.container(horizontal=True, gap="medium"):
             picture, saliency, occlusion = (st.container(width=ATTRIBUTION_WIDTH) for _column in range(3))
-        side, bar = ATTRIBUTION_WIDTH, ATTRIBUTION_WIDTH - 60  # a legend adds 30 pixels each side of its bar
+        side = ATTRIBUTION_WIDTH
         draw(picture, upscale(to_pil(image), side), width=side, caption=_("the image"))
         draw(saliency, overlay(image, paint(gradient, 0.0, max(gradient.max().item(), 1e-12), MAGMA), side), width=side,
              caption=_("saliency"))
-        draw(saliency, legend(0.0, gradient.max().item(), MAGMA, "|d logit / d pixel|", width=bar), width=side)
+        draw(saliency, legend(0.0, gradient.max().item(), MAGMA, "|d logit / d pixel|", width=side), width=side)
         draw(occlusion, overlay(image, paint(drop, -reach, reach, BLUE_WHITE_RED), side), width=side, caption=_("occlusion"))
-        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, _("drop in the probability"), width=bar), width=side)
+        draw(occlusion, legend(-reach, reach, BLUE_WHITE_RED, _("drop in the probability"), width=side), width=side)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # its spinner is the caller's: a decorator's text has no language

@@ -6,7 +6,7 @@ import streamlit as st
 from lenet.model import layer_summary
 from lenet.train import PRESETS
 from pages import _charts, _code
-from pages._classroom import presenting
+from pages._classroom import presentation_zoom
 from pages._code import pytorch_code
 from pages._format import number
 from pages._glossary import words_on_this_page
@@ -25,7 +25,7 @@ st.markdown(_(
     "**fully connected** layers then weigh all these patterns into the scores."
 ))
 
-zoom = 1.3 if presenting() else 1.0
+zoom = presentation_zoom()
 rows = [{**row, "operation": _(row["operation"])} for row in layer_summary()]
 # Boxes that wrap onto more rows on a narrow screen, in the theme's own text colour.
 st.html(_charts.architecture(rows, zoom=zoom))

@@ -38,6 +38,7 @@ from pages._classroom import (
     forget_in_url,
     is_teacher,
     pin_required,
+    presentation_zoom,
     presenting,
     restore_from_url,
     show_run,
@@ -61,7 +62,6 @@ STATE_COLORS = {RUNNING: "blue", LOADING: "blue", FINISHED: "green", STOPPED: "o
 CONFIRM_ABOVE_SECONDS = 5 * 60  # a run expected to take longer asks first: it holds the server's one training slot
 DEFAULT_PRESET = "quick" if "quick" in PRESETS else next(iter(PRESETS))
 PRESENTED_CHART_HEIGHT = 460  # charts on a projector
-PRESENTED_TYPE_SCALE = 1.4  # their type, as the page's own grows from 1rem to 1.4rem (pages._classroom.PRESENTATION_CSS)
 SETTING_PARAMS = [option.name for option in TrainConfig.options()]  # in the URL: ?preset=quick&epochs=5&lr=0.05
 runs = registry()
 
@@ -339,13 +339,8 @@ def history_text(run: RunSnapshot) -> str | None:
 
 
 def presented(spec: dict) -> dict:
-    """A chart as drawn on a projector: taller, its axes, legend and title in type as large as the page's."""
-    if not presenting():
-        return spec
-    config = {part: {key: round(value * PRESENTED_TYPE_SCALE) if key.endswith("ontSize") else value
-                     for key, value in settings.items()} if isinstance(settings, dict) else settings
-              for part, settings in spec.get("config", {}).items()}
-    return {**spec, "height": PRESENTED_CHART_HEIGHT, "config": config}
+    """A chart as drawn on a projector: taller (its type is made larger where it is built, with presentation_zoom())."""
+    return {**spec, "height": PRESENTED_CHART_HEIGHT} if presenting() else spec
 
 
 def stop_run(run_id: str) -> None:
@@ -368,7 +363,7 @@ def draw_run(run: RunSnapshot, label: str) -> None:
     metrics(run)
 
     losses, accuracies = st.columns(2, gap="large")
-    loss_spec, accuracy_spec = curves(run.id, curves_version(run), language(), run)
+    loss_spec, accuracy_spec = curves(run.id, curves_version(run), language(), presentation_zoom(), run)
     if run.steps:
         _charts.draw_vega_lite(losses, presented(loss_spec))
     else:
@@ -414,13 +409,13 @@ def metrics(run: RunSnapshot) -> None:
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def curves(run_id: str, version: tuple, language: str, _run: RunSnapshot) -> tuple[dict | None, dict]:
+def curves(run_id: str, version: tuple, language: str, zoom: float, _run: RunSnapshot) -> tuple[dict | None, dict]:
     """The run's loss and accuracy charts, built once per version and language for every session watching: a
     classroom watching a live run would otherwise build them once a second each, and slow the training down."""
-    loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.steps_per_epoch or 1)) if _run.steps else None
+    loss = _charts.vega_lite(_charts.loss_curve(_run.steps, _run.progress.steps_per_epoch or 1, zoom)) if _run.steps else None
     every = _run.config.get("test_every")
     every = every if isinstance(every, int) and not isinstance(every, bool) else 0
-    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.accuracies, epochs_on_the_charts(_run), every))
+    return loss, _charts.vega_lite(_charts.accuracy_curve(_run.accuracies, epochs_on_the_charts(_run), every, zoom))
 
 
 def epochs_on_the_charts(run: RunSnapshot) -> int:
@@ -608,12 +603,13 @@ def compare_runs(all_runs: list[RunSnapshot], labels: dict[str, str], selected: 
     compared = [run for run in all_runs if run.id in chosen]
     by_seconds = st.toggle(_("Loss against training time (seconds) instead of epochs"), key="compare-seconds")
     losses, accuracies = st.columns(2, gap="large")
-    _charts.draw_vega_lite(losses, presented(_charts.vega_lite(compared_losses(compared, labels, by_seconds).properties(height=320))))
-    _charts.draw_vega_lite(accuracies, presented(_charts.vega_lite(compared_accuracies(compared, labels).properties(height=320))))
+    zoom = presentation_zoom()
+    _charts.draw_vega_lite(losses, presented(_charts.vega_lite(compared_losses(compared, labels, by_seconds, zoom).properties(height=320))))
+    _charts.draw_vega_lite(accuracies, presented(_charts.vega_lite(compared_accuracies(compared, labels, zoom).properties(height=320))))
     settings_table(compared, labels)
 
 
-def compared_losses(compared: list[RunSnapshot], labels: dict[str, str], by_seconds: bool) -> alt.Chart:
+def compared_losses(compared: list[RunSnapshot], labels: dict[str, str], by_seconds: bool, zoom: float = 1.0) -> alt.Chart:
     rows = []
     for run in compared:
         per_epoch = run.progress.steps_per_epoch or 1
@@ -627,10 +623,10 @@ def compared_losses(compared: list[RunSnapshot], labels: dict[str, str], by_seco
         x=alt.X("x:Q", title=x_title), y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title=_("cross-entropy loss")),
         color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
         tooltip=[alt.Tooltip("run:N", title=_("run")), alt.Tooltip("x:Q", format=".2f", title=x_title),
-                 alt.Tooltip("loss:Q", format=".3f", title=_("loss"))]))
+                 alt.Tooltip("loss:Q", format=".3f", title=_("loss"))]), zoom)
 
 
-def compared_accuracies(compared: list[RunSnapshot], labels: dict[str, str]) -> alt.Chart:
+def compared_accuracies(compared: list[RunSnapshot], labels: dict[str, str], zoom: float = 1.0) -> alt.Chart:
     rows = [{"run": labels[run.id], "epoch": e.epoch, "accuracy": e.test_accuracy} for run in compared for e in run.epochs]
     data = pd.DataFrame(rows, columns=["run", "epoch", "accuracy"])
     return _charts.large(alt.Chart(data, title=_("Test accuracy after each epoch")).mark_line(point=True, strokeWidth=2.5).encode(
@@ -638,7 +634,7 @@ def compared_accuracies(compared: list[RunSnapshot], labels: dict[str, str]) -> 
         y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), title=_("test accuracy")),
         color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
         tooltip=[alt.Tooltip("run:N", title=_("run")), alt.Tooltip("epoch:Q", title=_("epoch")),
-                 alt.Tooltip("accuracy:Q", format=".1%", title=_("test accuracy"))]))
+                 alt.Tooltip("accuracy:Q", format=".1%", title=_("test accuracy"))]), zoom)
 
 
 def settings_table(compared: list[RunSnapshot], labels: dict[str, str]) -> None:

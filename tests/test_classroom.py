@@ -31,6 +31,7 @@ from lenet.classroom import (
 )
 from lenet.runs import LIVE_STATES, STOPPED
 from pages import _resources
+from pages._classroom import PRESENTATION_ZOOM
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,7 +252,7 @@ def test_presentation_mode_draws_the_charts_taller_with_type_as_large_as_the_pag
     assert len(normal) == len(presented) >= 2
     for plain, large in zip(normal, presented, strict=True):
         assert large["height"] > plain.get("height", 0)
-        assert large["config"]["axis"]["labelFontSize"] == round(plain["config"]["axis"]["labelFontSize"] * 1.4)
+        assert large["config"]["axis"]["labelFontSize"] == round(plain["config"]["axis"]["labelFontSize"] * PRESENTATION_ZOOM)
         assert large["config"]["axis"]["titleFontSize"] > plain["config"]["axis"]["titleFontSize"]
 
 
