@@ -170,8 +170,8 @@ class ProgressPrinter:
 
 
 class DecodingBar:
-    """The first load of an image folder decodes every image: a bar redrawn in place on a terminal, one line per split
-    in a log. Nothing is drawn when the tensor cache is fresh (nothing is decoded)."""
+    """The first load of an image folder decodes every image: a bar redrawn in place on a terminal, one line in a log.
+    Nothing is drawn when the tensor cache is fresh (nothing is decoded)."""
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, write_checkpoint_bytes
-from .data import CIFAR10, Split, load_cifar10
+from .data import CIFAR10, Split, finish_cache_writes, load_cifar10
 from .events import Epoch, Event, EventError, LiveView, Progress, Start, Step, Test, from_dict, to_dict
 from .files import atomic_write, locked
 from .inference import NORMALIZATIONS, predict_logits
@@ -447,6 +447,7 @@ class RunRegistry:
                 self.load_data()
             except Exception:  # noqa: BLE001 - no data, no warm process: a Start says why
                 return
+            finish_cache_writes()  # the process reads the tensor cache: never decoding the images a second time
             with self._lock:
                 # Not while a run trains (a Start that came before this process was ready made its own): two torch
                 # processes would hold about 500 MB more until the run ends, which makes the next warm one anyway.
@@ -539,6 +540,7 @@ class RunRegistry:
                 "run_id": active.snapshot.id, "data_source": self.data_source}
         trainer = active.trainer
         if trainer is None:
+            finish_cache_writes()
             trainer = _TrainingProcess(self.data_dir if self.data_dir is not None else _arrays(data), self.threads, self.nice,
                                        stop=active.stop)
         trainer.assign(config, resume, folder, meta)
