@@ -27,6 +27,7 @@ from .data import CLASSES, WALKTHROUGH_NORMALIZATION
 from .files import atomic_write
 from .inference import predict_logits
 from .model import LeNet5
+from .train import parameter_groups
 
 FORMAT = "lenet5-cifar10/1"
 # LeNet-5's weights are 248 KB; a resumable checkpoint adds the optimizer's state (SGD's momentum doubles it,
@@ -318,7 +319,7 @@ def validate_meta(meta: dict, name) -> None:
 def validate_training(training, name="the checkpoint", optimizer: str | None = None) -> None:
     """The "training" entry, checked so that resuming from it never fails on a wrong type or a missing key.
 
-    optimizer: the recipe's ("sgd", "adam", "adamw"), when known: its state must be of that kind.
+    optimizer: the recipe's ("sgd", "adam", "adamw", "muon"), when known: its state must be of that kind.
     """
     where = f"{name}: the training state"
     if not isinstance(training, dict):
@@ -343,12 +344,18 @@ def _validate_optimizer(state, where: str, optimizer: str | None) -> None:
     """An optimizer state_dict that make_optimizer's optimizer for LeNet-5 can load and step with."""
     if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
         raise CheckpointError(f"{where} is not an optimizer state (a dict of 'state' and 'param_groups')")
-    shapes = _parameter_shapes()
     groups = state["param_groups"]
-    # make_optimizer: one group of the five weights (decayed), one of the five biases, numbered 0..9 in that order.
-    expected_ids = [list(range(5)), list(range(5, 10))]
+    # make_optimizer's groups: the decayed weights, the biases, and with Muon the weights it moves; numbered in order.
+    layouts = {name: parameter_groups(name) for name in ("sgd", "muon")}
+    layout = layouts["muon" if optimizer == "muon" or (optimizer is None and isinstance(groups, list) and len(groups) == 3) else "sgd"]
+    ids = iter(range(10))
+    expected_ids = [[next(ids) for _ in names] for names in layout]
     if not isinstance(groups, list) or [g.get("params") if isinstance(g, dict) else None for g in groups] != expected_ids:
-        raise CheckpointError(f"{where} is not for LeNet-5's two parameter groups (weights 0-4, biases 5-9)")
+        labels = ("weights", "biases", "Muon's weights")
+        parts = ", ".join(f"{label} {ids[0]}-{ids[-1]}" for label, ids in zip(labels, expected_ids, strict=False))
+        raise CheckpointError(f"{where} is not for LeNet-5's {('two', 'three')[len(layout) - 2]} parameter groups ({parts})")
+    shapes = {name: tuple(p.shape) for name, p in LeNet5().named_parameters()}
+    shapes = [shapes[name] for names in layout for name in names]
     for group in groups:
         for key, value in group.items():
             if key != "params" and not _is_setting(value):
@@ -371,18 +378,11 @@ def _validate_optimizer(state, where: str, optimizer: str | None) -> None:
             elif value is not None:  # SGD without momentum keeps None
                 check_tensor(value, f"{where}'s {key} for parameter {index}", shapes[index])
         kinds.add("sgd" if set(values) <= {"momentum_buffer"} else "adam")
-    wanted = {"adamw": "adam"}.get(optimizer, optimizer)
+    wanted = {"adamw": "adam", "muon": "sgd"}.get(optimizer, optimizer)  # Muon keeps a momentum buffer, as SGD
     if per_parameter and (len(kinds) > 1 or (wanted in ("sgd", "adam") and kinds != {wanted})):
         raise CheckpointError(f"{where} does not match the recipe's optimizer {optimizer!r}")
     if kinds == {"adam"} and any({"step", "exp_avg", "exp_avg_sq"} - set(values) for values in per_parameter.values()):
         raise CheckpointError(f"{where}: Adam's state needs step, exp_avg and exp_avg_sq for every parameter")
-
-
-def _parameter_shapes() -> list[tuple]:
-    """LeNet-5's parameter shapes in the order make_optimizer numbers them: weights first, then biases."""
-    named = list(LeNet5().named_parameters())
-    ordered = [p for n, p in named if n.endswith("weight")] + [p for n, p in named if not n.endswith("weight")]
-    return [tuple(p.shape) for p in ordered]
 
 
 def _check_count(value, what: str) -> None:

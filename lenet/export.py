@@ -262,7 +262,7 @@ class Net(nn.Module):
         x = F.relu(self.fc2(x))
         x = self.fc3(x)
         return x
-
+$optimizer_class
 
 def datasets(root):
     """CIFAR-10's training and test sets: an image folder (train/<class>/, test/<class>/) or torchvision's download."""
@@ -382,6 +382,34 @@ if __name__ == "__main__":
 '''
 
 
+# With the "muon" optimizer the script gets lenet.train.MuonAndSGD's plain form (no checkpoints: no state_dict).
+MUON_CLASS = '''
+
+
+MUON_LR = 0.01  # Muon's peak learning rate, for fc1's and fc2's weights (on LR's schedule)
+
+
+class MuonAndSGD:
+    """Muon for fc1's and fc2's weights (the hidden layers' matrices, which it is made for), SGD for every other
+    parameter, stepped as one optimizer. Its param_groups are SGD's; Muon's rate follows them in proportion."""
+
+    def __init__(self, net, groups, lr, **sgd_settings):
+        hidden = [net.fc1.weight, net.fc2.weight]
+        groups = [{**group, "params": [p for p in group["params"] if all(p is not h for h in hidden)]} for group in groups]
+        self.sgd = optim.SGD(groups, lr=lr, **sgd_settings)
+        self.muon = optim.Muon(hidden, lr=MUON_LR, weight_decay=0.0)
+        self.param_groups = self.sgd.param_groups
+
+    def zero_grad(self):
+        self.sgd.zero_grad()
+        self.muon.zero_grad()
+
+    def step(self):
+        self.muon.param_groups[0]["lr"] = MUON_LR * self.sgd.param_groups[0]["lr"] / LR
+        self.muon.step()
+        self.sgd.step()'''
+
+
 def script_text(meta: dict, run_id: str | None = None, accuracy: float | None = None, filename: str = "lenet5_cifar10.py") -> str:
     """The standalone training script for a checkpoint's recipe (the walkthrough's when it has none)."""
     recipe_known = isinstance(meta.get("recipe"), dict)
@@ -414,20 +442,24 @@ def script_text(meta: dict, run_id: str | None = None, accuracy: float | None = 
         "test_flips": bool(recipe.get("test_flips", False)),
         "augmentation": _augmentation_code(recipe),
         "optimizer": _optimizer_code(recipe),
+        "optimizer_class": MUON_CLASS.replace("MUON_LR = 0.01", f"MUON_LR = {float(recipe['muon_lr'])!r}")
+                           if recipe["optimizer"] == "muon" else "",
     }
     return string.Template(SCRIPT_TEMPLATE).substitute(values)
 
 
 def describe_recipe(recipe: dict, normalization: dict) -> str:
     """The recipe in one sentence, for the script's header."""
-    if recipe["optimizer"] == "sgd":
+    if recipe["optimizer"] in ("sgd", "muon"):
         optimizer = f"SGD lr {recipe['lr']:g} momentum {recipe['momentum']:g}" + (" nesterov" if recipe["nesterov"] else "")
+        if recipe["optimizer"] == "muon":
+            optimizer = f"Muon lr {recipe['muon_lr']:g} for fc1's and fc2's weights, {optimizer} for the rest"
     else:
         optimizer = f"{'Adam' if recipe['optimizer'] == 'adam' else 'AdamW'} lr {recipe['lr']:g}"
     schedule = {"constant": "constant learning rate", "onecycle": "one-cycle schedule", "cosine": "cosine schedule"}[recipe["schedule"]]
     if recipe["schedule"] != "constant" and recipe["warmup"]:
         schedule += f" with {recipe['warmup']:.0%} warm-up"
-    parts = [f"{recipe['epochs']} epochs", f"batch {recipe['batch_size']}", optimizer, schedule]
+    parts = [f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}", f"batch {recipe['batch_size']}", optimizer, schedule]
     if recipe["weight_decay"]:
         parts.append(f"weight decay {recipe['weight_decay']:g} (weights only)")
     if recipe["label_smoothing"]:
@@ -454,9 +486,10 @@ def _augmentation_code(recipe: dict) -> str:
 
 
 def _optimizer_code(recipe: dict) -> str:
-    if recipe["optimizer"] == "sgd":
+    if recipe["optimizer"] in ("sgd", "muon"):
         nesterov = bool(recipe["nesterov"]) and recipe["momentum"] > 0
-        return f"optim.SGD(groups, lr=LR, momentum={float(recipe['momentum'])!r}, nesterov={nesterov})"
+        maker = "optim.SGD(groups, " if recipe["optimizer"] == "sgd" else "MuonAndSGD(net, groups, "
+        return f"{maker}lr=LR, momentum={float(recipe['momentum'])!r}, nesterov={nesterov})"
     return f"optim.{'Adam' if recipe['optimizer'] == 'adam' else 'AdamW'}(groups, lr=LR)"
 
 

@@ -103,10 +103,13 @@ def card_rows(card: dict) -> list[tuple[str, str]]:
 
 
 def optimizer_words(recipe: dict) -> str:
-    name = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get(recipe["optimizer"], str(recipe["optimizer"]))
+    name = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "muon": "SGD"}.get(recipe["optimizer"], str(recipe["optimizer"]))
     words = _("{name}, learning rate {lr:g}").format(name=name, lr=recipe.get("lr", 0))
-    if recipe["optimizer"] == "sgd" and recipe.get("momentum"):
+    if recipe["optimizer"] in ("sgd", "muon") and recipe.get("momentum"):
         words += _(", momentum {momentum:g}").format(momentum=recipe["momentum"]) + (_(", Nesterov") if recipe.get("nesterov") else "")
+    if recipe["optimizer"] == "muon":
+        muon_lr = recipe.get("muon_lr", 0)
+        words = _("Muon for fc1 and fc2 (learning rate {muon_lr:g}); {sgd} for the rest").format(muon_lr=muon_lr, sgd=words)
     return words
 
 

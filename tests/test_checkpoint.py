@@ -558,7 +558,7 @@ def _training_state(cifar, optimizer_name: str) -> dict:
     return {"optimizer": optimizer.state_dict(), "step": 2, "train_seconds": 0.5, "running_loss": loss.item(), "running_count": 2}
 
 
-@pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "adamw", "muon"])
 def test_real_training_states_pass_and_resume_into_the_optimizer(tmp_path, cifar, optimizer_name, one_thread):
     training = _training_state(cifar, optimizer_name)
     path = tmp_path / "run.pt"
@@ -619,6 +619,19 @@ def test_a_training_state_that_would_break_a_resume_is_refused(tmp_path, cifar, 
     with pytest.raises(CheckpointError, match=complaint) as caught:
         load_checkpoint(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("state_of, recipe_of, complaint", [
+    ("muon", "sgd", "two parameter groups \\(weights 0-4, biases 5-9\\)"),
+    ("sgd", "muon", "three parameter groups \\(weights 0-2, biases 3-7, Muon's weights 8-9\\)"),
+])
+def test_a_training_state_of_another_optimizers_groups_is_refused(tmp_path, cifar, state_of, recipe_of, complaint, one_thread):
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, LeNet5().state_dict(), {"normalization": CIFAR10_NORMALIZATION,
+                    "recipe": preset("quick", optimizer=recipe_of).to_dict()}, _training_state(cifar, state_of))
+    with pytest.raises(CheckpointError, match=complaint):
+        load_checkpoint(path)
+    validate_training(_training_state(cifar, state_of))  # with no recipe to say, either layout is LeNet-5's
 
 
 def test_validate_training_refuses_what_is_not_a_dict():

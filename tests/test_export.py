@@ -237,6 +237,25 @@ def test_the_scripts_optimizer_is_the_trainers(tmp_path, optimizer_name):
     assert module.TEST_FLIPS is True  # tested with mirror images, as the trainer tests the best recipe
 
 
+def test_the_scripts_muon_is_the_trainers_and_trains(tmp_path, cifar_dir):
+    config = preset("frugal")
+    text = export.script_text({"normalization": CIFAR10_NORMALIZATION, "recipe": config.to_dict()})
+    assert "Muon lr 0.01 for fc1's and fc2's weights, SGD lr 0.03 momentum 0.9 nesterov for the rest" in " ".join(text.split())
+    module = _script_module(tmp_path, text)
+    ours, theirs = make_optimizer(config, LeNet5()), module.make_optimizer(module.Net())
+    for mine, script in zip(ours.param_groups + ours.muon.param_groups, theirs.param_groups + theirs.muon.param_groups, strict=True):
+        assert [tuple(p.shape) for p in mine["params"]] == [tuple(p.shape) for p in script["params"]]
+        for key in ("lr", "weight_decay", "momentum", "nesterov"):
+            assert mine.get(key) == script.get(key), key
+    out = tmp_path / "frugal.py"
+    out.write_text(text)
+    saved = tmp_path / "net.pth"
+    command = [sys.executable, str(out), "--data", str(cifar_dir), "--max-steps", "20", "--workers", "0", "--save", str(saved)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert [float(v) for v in re.findall(r"loss: (\S+)", result.stdout)]
+
+
 def test_a_checkpoint_without_a_recipe_exports_the_walkthroughs(tmp_path):
     text = export.script_text(load_checkpoint(_walkthrough_file(tmp_path))["meta"])
     module = _script_module(tmp_path, text)

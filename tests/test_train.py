@@ -9,7 +9,7 @@ import torch
 from lenet import events  # events.Test: a class named Test here would be collected by pytest
 from lenet.events import End, Epoch, Step
 from lenet.model import FAST_POOL_MIN_NUMBERS, LeNet5, max_pool_2x2
-from lenet.train import ConfigError, TrainConfig, TrainingDiverged, augment, preset, train
+from lenet.train import ConfigError, MuonAndSGD, TrainConfig, TrainingDiverged, augment, make_optimizer, preset, train
 
 
 def losses(result):
@@ -221,6 +221,12 @@ def test_the_frugal_preset_trains_one_pass_over_40000_images_and_tests_every_100
     assert config.epochs * config.train_subset == 40_000 and config.test_every == 10_000
 
 
+def test_the_frugal_preset_reaches_55_percent_on_the_real_test_set_after_40000_images(cifar):
+    result = train(preset("frugal"), cifar)  # about 5 s on 2 cores
+    assert [round(point.images, -3) for point in result.test_points] == [10_000, 20_000, 30_000, 40_000]  # at whole batches
+    assert result.test_points[-1].test_accuracy >= 0.55 and result.test_accuracy >= 0.55
+
+
 def test_test_flips_change_how_the_run_is_tested_never_how_it_trains(cifar):
     config = dict(train_subset=2_000, batch_size=100, epochs=2, log_every=5)
     plain = train(preset("quick", **config), cifar)
@@ -236,3 +242,43 @@ def test_test_flips_change_how_the_run_is_tested_never_how_it_trains(cifar):
     averaged = (predict_logits(plain.model, images, norm) + predict_logits(plain.model, images.flip(3), norm)) / 2
     assert flipped.test_accuracy == pytest.approx((averaged.argmax(1) == labels).float().mean().item(), abs=1e-4)
     assert flipped.test_accuracy != plain.test_accuracy
+
+
+def test_muon_moves_the_hidden_matrices_on_the_schedule_and_a_stopped_run_resumes_to_the_same_weights(cifar):
+    config = preset("frugal", train_subset=1_280, test_every=0, log_every=5)  # 40 steps of 32, one-cycle, Muon
+    optimizer = make_optimizer(config, LeNet5())
+    assert isinstance(optimizer, MuonAndSGD)
+    muon = [tuple(p.shape) for p in optimizer.muon.param_groups[0]["params"]]
+    assert muon == [(120, 400), (84, 120)] and sum(len(g["params"]) for g in optimizer.param_groups) == 8
+    whole = train(config, cifar)
+    assert whole.history[-1].step == 40 and losses(whole)[-1] < losses(whole)[0]
+
+    stop, saved = threading.Event(), {}
+
+    def on_event(event):
+        if isinstance(event, Step) and event.step == 15:
+            stop.set()
+
+    def on_checkpoint(model, training, metrics):
+        saved.update(model=model, training=training)
+
+    first = train(config, cifar, on_event=on_event, stop=stop, on_checkpoint=on_checkpoint)
+    assert first.stopped and saved["training"]["step"] == 15
+    assert sorted(saved["training"]["optimizer"]["state"]) == list(range(10))  # one state_dict: SGD's 8, then Muon's 2
+    resumed = train(config, cifar, resume={"model": saved["model"], "training": saved["training"]})
+    assert losses(resumed)[-1] == losses(whole)[-1]
+    for name, weights in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], weights), name
+
+
+def test_muons_rate_follows_sgds_schedule_at_its_own_peak(cifar):
+    config = preset("frugal")
+    model = LeNet5()
+    optimizer = make_optimizer(config, model)
+    for fraction in (1.0, 0.5, 0.1):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * fraction
+        model(torch.randn(4, 3, 32, 32)).sum().backward()
+        optimizer.step()
+        assert optimizer.muon.param_groups[0]["lr"] == pytest.approx(config.muon_lr * fraction)
+        assert [g["lr"] for g in optimizer.sgd.param_groups] == [config.lr * fraction] * 2
