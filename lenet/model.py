@@ -10,6 +10,9 @@ from .words import N_
 class LeNet5(nn.Module):
     """conv(3->6, 5x5) -> pool -> conv(6->16, 5x5) -> pool -> fc 120 -> fc 84 -> fc 10 (logits)."""
 
+    # named_parameters()'s names, in its order
+    PARAMETER_NAMES = tuple(f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2", "fc3") for kind in ("weight", "bias"))
+
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 6, 5)

@@ -49,3 +49,7 @@ def test_test_time_flips_average_each_image_and_its_mirror_in_evaluation_only():
     torch.testing.assert_close(model(x.flip(3)), both)  # an image and its mirror get one answer
     assert torch.equal(model.train()(x), alone)  # training sees each image as it is
     assert sum(p.numel() for p in model.parameters()) == 62_006 and "test_flips" not in str(list(model.state_dict()))
+
+
+def test_the_parameter_names_are_named_parameters_in_order():
+    assert tuple(name for name, _ in LeNet5().named_parameters()) == LeNet5.PARAMETER_NAMES
