@@ -18,6 +18,7 @@ import mmap
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -61,7 +62,7 @@ def decode_jpegs(paths: list[str], report_every: int, progress: Callable[[int], 
     count = len(paths)
     workers = max(1, min(workers or os.cpu_count() or 1, count // report_every + 1))
     shares = [(count * k // workers, count * (k + 1) // workers) for k in range(workers)]
-    descriptor = os.memfd_create("cifar10-pixels")
+    descriptor = _shared_file()
     try:
         os.ftruncate(descriptor, max(count, 1) * IMAGE_BYTES)
         processes = [_start_worker(descriptor, start, report_every) for start, _ in shares]
@@ -101,6 +102,14 @@ def decode_jpegs(paths: list[str], report_every: int, progress: Callable[[int], 
         os.close(descriptor)  # the mapping stays
 
 
+def _shared_file() -> int:
+    """A descriptor of memory both processes map: a memfd on Linux, elsewhere a temporary file already unlinked."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("cifar10-pixels")
+    with tempfile.TemporaryFile() as file:
+        return os.dup(file.fileno())
+
+
 def _start_worker(descriptor: int, first_row: int, report_every: int) -> subprocess.Popen | None:
     """A worker process, or None when none can start (its share then goes to PIL: slower, still right)."""
     try:
@@ -118,7 +127,8 @@ def _mapped(descriptor: int, first_row: int, rows: int) -> np.ndarray:
         return np.zeros((0, 3, 32, 32), dtype=np.uint8)
     start = first_row * IMAGE_BYTES
     offset = start - start % mmap.ALLOCATIONGRANULARITY
-    shared = mmap.mmap(descriptor, start + rows * IMAGE_BYTES - offset, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, offset=offset)
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux's
+    shared = mmap.mmap(descriptor, start + rows * IMAGE_BYTES - offset, flags=flags, offset=offset)
     return np.frombuffer(shared, dtype=np.uint8, offset=start - offset, count=rows * IMAGE_BYTES).reshape(rows, 3, 32, 32)
 
 

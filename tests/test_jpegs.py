@@ -83,3 +83,12 @@ def test_progress_counts_the_decoded_images_of_every_worker(tmp_path):
 def test_no_files_no_workers():
     pixels, left = decode_jpegs([], report_every=8)
     assert pixels.shape == (0, 3, 32, 32) and left == []
+
+
+def test_without_memfd_a_temporary_file_is_shared_instead(files, monkeypatch):
+    """As on macOS, which has no memfd_create: the same pixels through an unlinked temporary file."""
+    paths = [path for path, _ in files]
+    expected, expected_left = decode_jpegs(paths, report_every=3)
+    monkeypatch.delattr(os, "memfd_create")
+    pixels, left = decode_jpegs(paths, report_every=3)
+    assert left == expected_left and np.array_equal(pixels, expected)
