@@ -199,8 +199,11 @@ class Background:
         self.memory = Path(tempfile.mktemp(prefix="lenet-stress-rss-")) if measure and TIME else None
         launched = [TIME, "-o", str(self.memory), "-f", "%M", *self.command] if self.memory else self.command
         self.started = time.monotonic()
+        # Ctrl-C as a terminal would deliver it, however this suite was started: a shell's background job (`... &`,
+        # nohup) ignores SIGINT, and children inherit that, so the cases' Ctrl-C would do nothing.
         self.process = subprocess.Popen(launched, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, cwd=cwd,
-                                        env=env if env is not None else base_env(), start_new_session=True)
+                                        env=env if env is not None else base_env(), start_new_session=True,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.pid = self.process.pid
         self.result: Ran | None = None
 
