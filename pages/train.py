@@ -664,9 +664,14 @@ mode_note()
 
 show_form = controls() and not presenting()
 if show_form:
-    form_column, run_column = st.columns([1, 2], gap="large")
-    with form_column:
-        new_run_form()
+    # The form at a width its fields fit (two side by side), the run beside it when there is room, else below: a third
+    # of the page was 110 pixels on a projector at 1280 x 720 and 150%, where labels broke mid-word and the
+    # optimizer's name did not show.
+    row = st.container(horizontal=True, gap="large")
+    with row:
+        with st.container(width=340):
+            new_run_form()
+        run_column = st.container(width="stretch")
 else:
     run_column = st.container()
 
